@@ -1,0 +1,1 @@
+"""Data: the batch contract, the synthetic face generator, real-format readers and the datamodule."""

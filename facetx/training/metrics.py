@@ -1,0 +1,103 @@
+"""Held-out metrics: verification (10-fold accuracy, TAR@FAR), landmark NME, expression accuracy, spoof ACER.
+
+All functions take plain tensors (CPU is fine) and return Python floats, so the Lightning module, the export report and
+the benchmark table compute the same numbers the same way.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def cosine_scores(embeddings: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of ``embeddings[pairs[:, 0]]`` and ``embeddings[pairs[:, 1]]``. ``embeddings``: ``[N, D]``."""
+    e = F.normalize(embeddings.float(), dim=1)
+    return (e[pairs[:, 0]] * e[pairs[:, 1]]).sum(dim=1)
+
+
+def _best_threshold(scores: torch.Tensor, same: torch.Tensor) -> float:
+    """Threshold maximizing accuracy of ``score > t``; candidates are midpoints of sorted scores."""
+    s, order = torch.sort(scores)
+    y = same[order].float()
+    n = s.numel()
+    # accuracy of predicting "same" for s > s[k] (k = -1 means all "same"): positives above + negatives at/below
+    pos_above = y.sum() - torch.cumsum(y, 0)
+    neg_below = torch.cumsum(1.0 - y, 0)
+    acc = torch.cat([y.sum().view(1), pos_above + neg_below]) / n
+    k = int(torch.argmax(acc))
+    if k == 0:
+        return float(s[0]) - 1e-6
+    if k == n:
+        return float(s[-1]) + 1e-6
+    return float((s[k - 1] + s[k]) / 2)
+
+
+def verification_accuracy(scores: torch.Tensor, same: torch.Tensor, folds: int = 10) -> tuple[float, float]:
+    """LFW-protocol accuracy: for each of ``folds`` contiguous folds, the threshold is chosen on the other folds.
+
+    Returns ``(mean accuracy, std over folds)``; scores are similarities (higher = more alike).
+    """
+    same = same.bool()
+    n = scores.numel()
+    if n < folds:
+        raise ValueError(f"need at least {folds} pairs for {folds}-fold verification, got {n}")
+    fold_ids = torch.arange(n) * folds // n
+    accs = []
+    for k in range(folds):
+        test = fold_ids == k
+        t = _best_threshold(scores[~test], same[~test])
+        accs.append(((scores[test] > t) == same[test]).float().mean())
+    a = torch.stack(accs)
+    return float(a.mean()), float(a.std(unbiased=False))
+
+
+def tar_at_far(genuine: torch.Tensor, impostor: torch.Tensor, far: float) -> float:
+    """True accept rate at the threshold where at most ``far`` of ``impostor`` scores are accepted (``score > t``)."""
+    if impostor.numel() == 0 or genuine.numel() == 0:
+        return float("nan")
+    k = int(far * impostor.numel())  # number of impostors allowed above the threshold
+    top = torch.topk(impostor.float(), k + 1).values
+    threshold = top[-1]
+    return float((genuine.float() > threshold).float().mean())
+
+
+def all_pair_scores(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Genuine and impostor cosine scores over all unordered pairs of ``embeddings [N, D]`` with identity ``labels``."""
+    e = F.normalize(embeddings.float(), dim=1)
+    sim = e @ e.T
+    iu = torch.triu_indices(len(e), len(e), offset=1)
+    s = sim[iu[0], iu[1]]
+    same = labels[iu[0]] == labels[iu[1]]
+    return s[same], s[~same]
+
+
+def landmark_nme(pred: torch.Tensor, target: torch.Tensor, norm_indices: tuple[int, int]) -> float:
+    """Mean over faces of mean point-to-point error / distance between ``target[norm_indices]`` (inter-ocular).
+
+    ``pred``, ``target``: ``[B, K, 2]`` in the same units (normalized crop coordinates are fine: the ratio is unitless).
+    """
+    if pred.numel() == 0:
+        return float("nan")
+    i, j = norm_indices
+    d = (target[:, i] - target[:, j]).norm(dim=-1).clamp_min(1e-6)  # [B]
+    err = (pred - target).norm(dim=-1).mean(dim=-1)  # [B]
+    return float((err / d).mean())
+
+
+def accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
+    if target.numel() == 0:
+        return float("nan")
+    return float((logits.argmax(dim=1) == target).float().mean())
+
+
+def spoof_errors(logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """ISO/IEC 30107-3 rates at the argmax decision. ``target``: 1 = attack, 0 = bona fide (live).
+
+    APCER: attacks accepted as live; BPCER: live rejected as attacks; ACER: their mean.
+    """
+    pred = logits.argmax(dim=1)
+    attack, live = target == 1, target == 0
+    apcer = float((pred[attack] == 0).float().mean()) if attack.any() else float("nan")
+    bpcer = float((pred[live] == 1).float().mean()) if live.any() else float("nan")
+    return {"apcer": apcer, "bpcer": bpcer, "acer": (apcer + bpcer) / 2}
