@@ -19,7 +19,7 @@ def _as_list(sets: Dataset | Sequence[Dataset] | None) -> list[Dataset]:
 
 
 class FaceDataModule(pl.LightningDataModule):
-    """Wraps a training set and held-out sets.
+    """Wraps a training set and held-out sets; ``num_landmarks`` is the run's landmark layout size (68 or 98).
 
     Every data set yields contract samples. The training set exposes ``num_classes`` (identity classes; 0 when it has
     no identity labels) and ``layout`` (its :class:`LandmarkLayout`). Held-out sets expose ``name``, and those used
@@ -31,6 +31,7 @@ class FaceDataModule(pl.LightningDataModule):
         train: Dataset,
         val: Dataset | Sequence[Dataset],
         test: Dataset | Sequence[Dataset] | None = None,
+        num_landmarks: int = 68,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -46,6 +47,14 @@ class FaceDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
+        self.num_landmarks = num_landmarks
+        for ds in [self.train_set, *self.val_sets, *self.test_sets]:
+            layout = getattr(ds, "layout", None)
+            if layout is not None and layout.num_points != num_landmarks:
+                raise ValueError(
+                    f"data.num_landmarks={num_landmarks} but {getattr(ds, 'name', type(ds).__name__)} uses the "
+                    f"{layout.name} layout with {layout.num_points} points: set data.num_landmarks={layout.num_points}"
+                )
 
     @property
     def num_classes(self) -> int:

@@ -1,1 +1,7 @@
-"""facetx.losses."""
+"""Losses: margin softmax (ArcFace/CosFace), landmark losses, the multitask loss, distillation."""
+
+from facetx.losses.landmarks import L1Loss, WingLoss
+from facetx.losses.margin import MarginSoftmax
+from facetx.losses.multitask import MultiTaskLoss
+
+__all__ = ["L1Loss", "MarginSoftmax", "MultiTaskLoss", "WingLoss"]

@@ -1,1 +1,7 @@
-"""facetx.models."""
+"""Models: timm backbones (with our registered face ViTs), task heads and :class:`FaceNet`."""
+
+from facetx.models.backbone import TimmBackbone
+from facetx.models.facenet import FaceNet
+from facetx.models.heads import ClassifierHead, EmbeddingHead, LandmarkHead
+
+__all__ = ["ClassifierHead", "EmbeddingHead", "FaceNet", "LandmarkHead", "TimmBackbone"]

@@ -1,1 +1,5 @@
-"""facetx.training."""
+"""Training: LightningModules, evaluation, metrics, checkpoints and the run entry points."""
+
+from facetx.training.module import FaceModule
+
+__all__ = ["FaceModule"]

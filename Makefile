@@ -1,0 +1,34 @@
+# facetx: `make train` and `make test` set everything up on a fresh machine (Python 3.11, CPU).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.facetx-installed
+EXTRAS ?= wandb,sweep,slurm,export,detect,dev
+ARGS ?=
+
+.PHONY: install train test bench lint clean-venv
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+train: install  ## train the teacher on the embedded synthetic faces (CPU profile, < 30 min on 2 cores)
+	$(PY) train.py model=teacher $(ARGS)
+
+test: install  ## the test suite (CPU, no downloads beyond the install)
+	$(PY) -m pytest -q $(ARGS)
+
+bench: install  ## throughput benchmarks (not tests): training, data pipeline, framework overhead
+	$(PY) -m facetx.bench.train_speed $(ARGS)
+
+lint: install
+	$(PY) -m ruff check facetx tests train.py
+	$(PY) -m ruff format --check facetx tests train.py
+
+clean-venv:
+	rm -rf $(VENV)

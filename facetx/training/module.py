@@ -1,0 +1,169 @@
+"""LightningModule for multitask face training (teacher or student trained alone)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from facetx.losses.multitask import MultiTaskLoss
+from facetx.models.facenet import FaceNet
+from facetx.training.evaluation import HeldOutEvaluator, merge_set_metrics
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+def no_weight_decay_names(module: nn.Module) -> set[str]:
+    """Full parameter names that timm models list in ``no_weight_decay()`` (position embeddings, tokens)."""
+    names: set[str] = set()
+    for prefix, sub in module.named_modules():
+        if sub is not module and hasattr(sub, "no_weight_decay"):
+            names |= {f"{prefix}.{n}" for n in sub.no_weight_decay()}
+    return names
+
+
+def build_scheduler(
+    factory: SchedulerFactory | None, optimizer: torch.optim.Optimizer, total_steps: int
+) -> dict[str, Any] | None:
+    """Complete a scheduler partial with the run's length (``total_steps`` / ``T_max``) unless the config set it."""
+    if factory is None:
+        return None
+    params = inspect.signature(getattr(factory, "func", factory)).parameters
+    given = getattr(factory, "keywords", {})
+    extra = {k: total_steps for k in ("total_steps", "T_max") if k in params and given.get(k) is None}
+    return {"scheduler": factory(optimizer=optimizer, **extra), "interval": "step"}
+
+
+class EvalMixin:
+    """Validation/test over every held-out dataloader with :class:`HeldOutEvaluator`; logs ``<stage>/<key>``."""
+
+    fars: Sequence[float] = (1e-3,)
+    _evaluators: list[HeldOutEvaluator]
+    _raw_cache: dict[str, float]
+
+    def eval_net(self) -> nn.Module:
+        raise NotImplementedError
+
+    def _start_eval(self, loaders: Any) -> None:
+        loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+        self._evaluators = [
+            HeldOutEvaluator(dl.dataset, fars=self.fars, raw_pixels=dl.dataset.__class__.__name__ not in self._raw_cache)
+            for dl in loaders
+        ]
+
+    def _eval_step(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> None:
+        ev = self._evaluators[dataloader_idx]
+        net = self.eval_net()
+        out = net(batch["image"])
+        flipped = net(batch["image"].flip(-1)) if ev.flip_tta else None
+        ev.update(batch, out, flipped)
+
+    def _end_eval(self, stage: str) -> dict[str, float]:
+        gather = self.all_gather if self.trainer.world_size > 1 else None
+        per_set = []
+        for ev in self._evaluators:
+            m = ev.compute(gather)
+            # raw-pixel accuracy never changes during a run: compute once per set, then report the cached value
+            for k in [k for k in m if k.endswith("/raw_pixel_acc")]:
+                self._raw_cache[f"{stage}:{ev.name}:{k}"] = m[k]
+            per_set.append((ev.name, m))
+        metrics = merge_set_metrics(per_set)
+        for key, v in self._raw_cache.items():
+            s, _, k = key.split(":", 2)
+            if s == stage:
+                metrics.setdefault(k, v)
+        self._evaluators = []
+        logged = {f"{stage}/{k}": float(v) for k, v in metrics.items()}
+        if logged:
+            self.log_dict(logged, sync_dist=False, rank_zero_only=True)
+        return logged
+
+
+class FaceModule(EvalMixin, pl.LightningModule):
+    """Trains ``net`` with ``loss``; evaluates on every held-out set of the datamodule.
+
+    Args:
+        net: the network (returns ``dict[str, Tensor]``).
+        loss: the multitask loss (holds the margin classifier, so it has parameters too).
+        optimizer: a partial taking the module (timm ``create_optimizer_v2``) or an iterable of params.
+        scheduler: a partial taking ``optimizer`` (and ``total_steps`` / ``T_max``, filled from the trainer).
+        compile: ``torch.compile`` the network in place (state-dict keys stay the same).
+        fars: false-accept rates for TAR@FAR.
+    """
+
+    def __init__(
+        self,
+        net: FaceNet,
+        loss: MultiTaskLoss,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        compile: bool = False,
+        fars: Sequence[float] = (1e-3,),
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
+        self.net = net
+        self.loss = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.fars = tuple(fars)
+        self._evaluators = []
+        self._raw_cache = {}
+        self.last_validated_step: int | None = None
+
+    def eval_net(self) -> nn.Module:
+        return self.net
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.compile and stage == "fit":
+            self.net.compile()
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.net(image)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        out = self.net(batch["image"])
+        losses = self.loss(out, batch)
+        bs = batch["image"].shape[0]
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=bs)
+        self.log_dict({f"train/{k}/loss": v for k, v in losses.items() if k != "loss"}, batch_size=bs)
+        return losses["loss"]
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_eval(self.trainer.val_dataloaders)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_eval("val")
+        if not self.trainer.sanity_checking:
+            self.last_validated_step = self.global_step
+
+    def on_test_epoch_start(self) -> None:
+        self._start_eval(self.trainer.test_dataloaders)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self._end_eval("test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        try:
+            optimizer = self.optimizer_factory(self)  # timm's create_optimizer_v2: decay only on weight matrices
+        except TypeError:
+            optimizer = self.optimizer_factory(params=self.parameters())
+        config: dict[str, Any] = {"optimizer": optimizer}
+        sched = build_scheduler(self.scheduler_factory, optimizer, int(self.trainer.estimated_stepping_batches))
+        if sched is not None:
+            config["lr_scheduler"] = sched
+        return config
+
+    def no_weight_decay(self) -> set[str]:
+        return no_weight_decay_names(self)

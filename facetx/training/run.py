@@ -1,0 +1,108 @@
+"""Run entry points shared by ``train.py`` and the tests: compose objects from a config, fit, evaluate, report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from facetx.training.checkpoint import AtomicCheckpointIO, StoreConfig
+
+log = logging.getLogger(__name__)
+
+
+def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def setup_run(cfg: DictConfig) -> None:
+    """Seed everything and pin the thread count (the CPU profile sets it; ``null`` keeps torch's default)."""
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    pl.seed_everything(cfg.seed, workers=True)
+
+
+def build_callbacks(cfg: DictConfig, resolved: dict[str, Any]) -> list[pl.Callback]:
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and "_target_" in c]
+    callbacks.append(StoreConfig(resolved))
+    return callbacks
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None and "_target_" in c]
+
+
+def build_trainer(cfg: DictConfig, resolved: dict[str, Any]) -> pl.Trainer:
+    return instantiate(
+        cfg.trainer,
+        callbacks=build_callbacks(cfg, resolved),
+        logger=build_loggers(cfg) or False,
+        plugins=[AtomicCheckpointIO()],
+    )
+
+
+def final_metrics(trainer: pl.Trainer) -> dict[str, float]:
+    return {
+        k: float(v)
+        for k, v in trainer.callback_metrics.items()
+        if k.startswith(("val/", "test/")) and torch.as_tensor(v).numel() == 1
+    }
+
+
+def fit_and_report(cfg: DictConfig, datamodule: pl.LightningDataModule, module: pl.LightningModule) -> dict[str, float]:
+    """Fit (resuming from ``cfg.ckpt_path``), make sure the final weights were validated, test, write metrics.json."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    trainer = build_trainer(cfg, resolved)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if trainer.interrupted:
+        raise KeyboardInterrupt("training interrupted; resume with ckpt_path=<run dir>/checkpoints/last.ckpt")
+    # Lightning skips validation when max_steps ends training between validation intervals: the report must describe
+    # the weights we hand on, so validate them here in that case.
+    if getattr(module, "last_validated_step", None) != trainer.global_step:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    metrics = final_metrics(trainer)
+    if cfg.get("test") and datamodule.test_dataloader():
+        trainer.test(module, datamodule=datamodule, verbose=False)
+        metrics.update(final_metrics(trainer))
+    metrics["train/global_step"] = float(trainer.global_step)
+    out_dir = Path(cfg.paths.output_dir)
+    if trainer.is_global_zero:
+        write_json_atomic(out_dir / "metrics.json", metrics)
+        log.info("metrics: %s", json.dumps(metrics, indent=1, sort_keys=True))
+        log.info("wrote %s", out_dir / "metrics.json")
+    return metrics
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """``python train.py``: train one network on one data config; returns the final metrics."""
+    setup_run(cfg)
+    datamodule = instantiate(cfg.data, _convert_="all")
+    with open_dict(cfg):
+        # real data sets only know their identity count once read (e.g. an insightface `property` file)
+        if cfg.loss.get("recognition") is not None:
+            cfg.loss.recognition.num_classes = datamodule.num_classes
+    net = instantiate(cfg.model, _convert_="all")
+    loss = instantiate(cfg.loss, _convert_="all")
+    module = instantiate(
+        cfg.module,
+        net=net,
+        loss=loss,
+        optimizer=instantiate(cfg.optim, _convert_="all"),
+        scheduler=instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None,
+        _convert_="all",
+    )
+    return fit_and_report(cfg, datamodule, module)

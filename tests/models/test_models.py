@@ -1,0 +1,75 @@
+"""Every model config builds, and returns the documented keys and shapes in train and eval."""
+
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from hydra.utils import instantiate
+
+from facetx.models.vit import FaceViT
+
+MODELS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "conf" / "model").glob("*.yaml"))
+
+
+def test_model_list_is_complete() -> None:
+    assert {"teacher", "tiny", "mobilevit_s", "mobilevit_xs", "mobilevit_xxs", "window_vit_tiny"} <= set(MODELS)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model_outputs(name: str, make_cfg) -> None:
+    cfg = make_cfg("train", [f"model={name}"])
+    net = instantiate(cfg.model, _convert_="all")
+    x = torch.rand(2, 3, 112, 112)
+    for mode in ("train", "eval"):
+        net.train(mode == "train")
+        out = net(x)
+        assert out["embedding"].shape == (2, 512)
+        assert out["landmarks"].shape == (2, 68, 2)
+        assert out["expression_logits"].shape == (2, 7)
+        assert out["spoof_logits"].shape == (2, 2)
+        feats = [k for k in out if k.startswith("feat.")]
+        assert feats == [f"feat.{i}" for i in cfg.model.backbone.feature_indices]
+        for k in feats:
+            assert out[k].ndim == 4 and out[k].shape[0] == 2
+        assert all(torch.isfinite(v).all() for v in out.values())
+
+
+def test_teacher_is_vit_small_with_64_tokens(make_cfg) -> None:
+    cfg = make_cfg("train", ["model=teacher"])
+    net = instantiate(cfg.model, _convert_="all")
+    vit = net.backbone.model
+    assert isinstance(vit, FaceViT)
+    assert vit.embed_dim == 384 and len(vit.blocks) == 12
+    assert vit.patch_embed.grid_size == (8, 8) and vit.patch_embed.patch_size == (14, 14)
+    assert sum(p.numel() for p in vit.parameters()) > 21e6
+
+
+def test_window_attention_is_local_and_equals_global_with_one_window() -> None:
+    kw = dict(img_size=112, patch_size=14, embed_dim=32, depth=1, num_heads=2, class_token=False, global_pool="avg", num_classes=0)
+    torch.manual_seed(0)
+    glob, win = FaceViT(**kw).eval(), FaceViT(window=8, **kw).eval()
+    win.load_state_dict(glob.state_dict())
+    x = torch.randn(2, 3, 112, 112)
+    assert torch.allclose(glob.forward_features(x), win.forward_features(x), atol=1e-5)
+    local = FaceViT(window=4, **kw).eval()
+    x2 = x.clone()
+    x2[:, :, :14, :14] += 1.0  # change the top-left patch only
+    d = (local.forward_features(x) - local.forward_features(x2)).abs().sum(-1)[0].view(8, 8)
+    assert (d[:4, :4] > 0).all() and (d[4:, :] == 0).all() and (d[:, 4:] == 0).all()
+
+
+def test_registered_with_timm_and_typos_fail() -> None:
+    assert "facevit_small_p14_112" in timm.list_models("facevit*")
+    with pytest.raises(TypeError):
+        timm.create_model("facevit_tiny_p14_112", depht=2)
+    with pytest.raises(ValueError, match="no hub weights"):
+        timm.create_model("facevit_tiny_p14_112", pretrained=True)
+
+
+def test_normalization_lives_in_the_network(make_cfg) -> None:
+    cfg = make_cfg("train", ["model=mobilevit_xxs"])
+    net = instantiate(cfg.model, _convert_="all")
+    assert net.mean.flatten().tolist() == [0.0, 0.0, 0.0] and net.std.flatten().tolist() == [1.0, 1.0, 1.0]
+    teacher = instantiate(make_cfg("train", ["model=tiny"]).model, _convert_="all")
+    assert teacher.mean.flatten().tolist() == [0.5, 0.5, 0.5]
