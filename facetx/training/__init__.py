@@ -1,5 +1,6 @@
 """Training: LightningModules, evaluation, metrics, checkpoints and the run entry points."""
 
+from facetx.training.distill import DistillModule
 from facetx.training.module import FaceModule
 
-__all__ = ["FaceModule"]
+__all__ = ["DistillModule", "FaceModule"]

@@ -88,7 +88,9 @@ class HeldOutEvaluator:
             m.update(self._verification(d))
         if "landmarks" in d and d["has_landmarks"].any() and self.nme_indices is not None:
             sel = d["has_landmarks"]
-            m["landmarks/nme"] = M.landmark_nme(d["landmarks"][sel].float(), d["landmarks_target"][sel], self.nme_indices)
+            m["landmarks/nme"] = M.landmark_nme(
+                d["landmarks"][sel].float(), d["landmarks_target"][sel], self.nme_indices
+            )
         if "expression_logits" in d and d["has_expression"].any():
             sel = d["has_expression"]
             m["expression/acc"] = M.accuracy(d["expression_logits"][sel], d["expression"][sel])
@@ -105,7 +107,9 @@ class HeldOutEvaluator:
         pairs = self.pairs
         if pos is not None:
             try:
-                pairs = torch.tensor([[pos[int(i)], pos[int(j)], int(s)] for i, j, s in pairs.tolist()], dtype=torch.long)
+                pairs = torch.tensor(
+                    [[pos[int(i)], pos[int(j)], int(s)] for i, j, s in pairs.tolist()], dtype=torch.long
+                )
             except KeyError as e:
                 raise ValueError(f"held-out set {self.name!r}: a verification pair refers to index {e}, not evaluated")
         scores = M.cosine_scores(d["embedding"], pairs[:, :2])

@@ -52,7 +52,9 @@ class EvalMixin:
     def _start_eval(self, loaders: Any) -> None:
         loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
         self._evaluators = [
-            HeldOutEvaluator(dl.dataset, fars=self.fars, raw_pixels=dl.dataset.__class__.__name__ not in self._raw_cache)
+            HeldOutEvaluator(
+                dl.dataset, fars=self.fars, raw_pixels=dl.dataset.__class__.__name__ not in self._raw_cache
+            )
             for dl in loaders
         ]
 

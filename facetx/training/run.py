@@ -23,6 +23,7 @@ def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
@@ -100,6 +101,42 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = instantiate(
         cfg.module,
         net=net,
+        loss=loss,
+        optimizer=instantiate(cfg.optim, _convert_="all"),
+        scheduler=instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None,
+        _convert_="all",
+    )
+    return fit_and_report(cfg, datamodule, module)
+
+
+def distill(cfg: DictConfig) -> dict[str, float]:
+    """``python distill.py``: distill the teacher checkpoint into ``student``; returns the student's final metrics."""
+    from facetx.training.distill import feature_info, find_teacher, load_teacher
+
+    setup_run(cfg)
+    ckpt = cfg.teacher.get("ckpt_path") or find_teacher(cfg.teacher.search_dir)
+    log.info("teacher: %s", ckpt)
+    teacher, teacher_classifier, teacher_cfg = load_teacher(ckpt)
+    datamodule = instantiate(cfg.data, _convert_="all")
+    with open_dict(cfg):
+        cfg.teacher.ckpt_path = str(ckpt)  # the stored config says which teacher taught this student
+        cfg.teacher.model_name = teacher_cfg.get("model_name")
+        if cfg.loss.get("recognition") is not None:
+            cfg.loss.recognition.num_classes = datamodule.num_classes
+    student = instantiate(cfg.student, _convert_="all")
+    task_loss = instantiate(cfg.loss, _convert_="all")
+    if cfg.distill.weights.get("kd_recognition", 0) == 0:
+        teacher_classifier = None
+    loss = instantiate(cfg.distill, _convert_="all")(  # a partial: completed with the networks' feature shapes
+        task_loss=task_loss,
+        student_features=feature_info(student),
+        teacher_features=feature_info(teacher),
+        teacher_classifier=teacher_classifier,
+    )
+    module = instantiate(
+        cfg.module,
+        student=student,
+        teacher=teacher,
         loss=loss,
         optimizer=instantiate(cfg.optim, _convert_="all"),
         scheduler=instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None,

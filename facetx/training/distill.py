@@ -1,0 +1,163 @@
+"""Distillation: a frozen teacher (rebuilt from its checkpoint) teaches a student LightningModule."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from facetx.losses.distill import DistillationLoss
+from facetx.losses.margin import MarginSoftmax
+from facetx.models.facenet import FaceNet
+from facetx.training.checkpoint import CONFIG_KEY, load_checkpoint, load_face_net
+from facetx.training.module import EvalMixin, OptimizerFactory, SchedulerFactory, build_scheduler, no_weight_decay_names
+
+log = logging.getLogger(__name__)
+
+
+class TeacherNotFoundError(FileNotFoundError):
+    """No teacher checkpoint given and none found: the user must train one first."""
+
+
+def find_teacher(search_dir: str | Path) -> Path:
+    """The newest ``last.ckpt`` under ``search_dir`` written by ``train.py model=teacher``."""
+    root = Path(search_dir)
+    found = []
+    for p in root.rglob("checkpoints/last.ckpt") if root.is_dir() else []:
+        try:
+            cfg = load_checkpoint(p)[CONFIG_KEY]["config"]
+        except (ValueError, RuntimeError, OSError) as e:
+            log.warning("skipping %s: %s", p, e)
+            continue
+        if cfg.get("task_name") == "train" and cfg.get("model_name") == "teacher":
+            found.append(p)
+    if not found:
+        raise TeacherNotFoundError(
+            f"no teacher checkpoint under {root.resolve()}: train one first with `python train.py model=teacher` "
+            "(or `make train`), or pass teacher.ckpt_path=PATH"
+        )
+    return max(found, key=lambda p: p.stat().st_mtime)
+
+
+def load_teacher(ckpt_path: str | Path) -> tuple[FaceNet, MarginSoftmax | None, dict[str, Any]]:
+    """Teacher network (frozen, eval) and its margin classifier (for class-logit distillation), from a checkpoint."""
+    net, config = load_face_net(ckpt_path)
+    state = load_checkpoint(ckpt_path)["state_dict"]
+    classifier = None
+    weight = state.get("loss.recognition.weight")
+    rec_cfg = (config.get("loss") or {}).get("recognition")
+    if weight is not None and rec_cfg is not None:
+        classifier = MarginSoftmax(
+            num_classes=weight.shape[0],
+            embedding_size=weight.shape[1],
+            scale=rec_cfg.get("scale", 64.0),
+            m1=rec_cfg.get("m1", 1.0),
+            m2=rec_cfg.get("m2", 0.0),
+            m3=rec_cfg.get("m3", 0.0),
+        )
+        classifier.weight.data.copy_(weight)
+    net.requires_grad_(False)
+    return net.eval(), classifier, config
+
+
+def feature_info(net: FaceNet) -> dict[str, tuple[int, tuple[int, int]]]:
+    return dict(zip(net.feature_names, net.backbone.feature_info, strict=True))
+
+
+class DistillModule(EvalMixin, pl.LightningModule):
+    """Trains ``student`` against ``teacher`` with a :class:`DistillationLoss`; evaluates the student.
+
+    The teacher stays in eval mode, outside the optimizer, under ``no_grad``, and out of checkpoints (it is rebuilt
+    from its own checkpoint, whose path the run config records).
+    """
+
+    def __init__(
+        self,
+        student: FaceNet,
+        teacher: FaceNet,
+        loss: DistillationLoss,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        compile: bool = False,
+        fars: Sequence[float] = (1e-3,),
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["student", "teacher", "loss", "optimizer", "scheduler"], logger=False)
+        self.student = student
+        self.teacher = teacher.requires_grad_(False).eval()
+        self.loss = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.fars = tuple(fars)
+        self._evaluators = []
+        self._raw_cache = {}
+        self.last_validated_step: int | None = None
+        self.strict_loading = False  # checkpoints hold no teacher weights
+
+    def eval_net(self) -> nn.Module:
+        return self.student
+
+    def train(self, mode: bool = True) -> DistillModule:
+        super().train(mode)
+        self.teacher.eval()  # dropout/drop-path/BN statistics of the teacher never change
+        return self
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.compile and stage == "fit":
+            self.student.compile()
+            self.teacher.compile()
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.student(image)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        image = batch["image"]  # [B, 3, H, W] in [0, 1]: each network applies its own normalization
+        s_out = self.student(image)
+        with torch.no_grad():
+            t_out = self.teacher(image)
+        losses = self.loss(s_out, t_out, batch)
+        bs = image.shape[0]
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=bs)
+        self.log_dict({f"train/{k}/loss": v for k, v in losses.items() if k != "loss"}, batch_size=bs)
+        return losses["loss"]
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_eval(self.trainer.val_dataloaders)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_eval("val")
+        if not self.trainer.sanity_checking:
+            self.last_validated_step = self.global_step
+
+    def on_test_epoch_start(self) -> None:
+        self._start_eval(self.trainer.test_dataloaders)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self._end_eval("test")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        trainable = nn.ModuleDict({"student": self.student, "loss": self.loss})
+        trainable.no_weight_decay = lambda: no_weight_decay_names(trainable)  # read by timm's optimizer factory
+        optimizer = self.optimizer_factory(trainable)  # the teacher is not in it; frozen loss parts are filtered
+        config: dict[str, Any] = {"optimizer": optimizer}
+        sched = build_scheduler(self.scheduler_factory, optimizer, int(self.trainer.estimated_stepping_batches))
+        if sched is not None:
+            config["lr_scheduler"] = sched
+        return config
+
+    def no_weight_decay(self) -> set[str]:
+        return no_weight_decay_names(self)
