@@ -1,4 +1,4 @@
-"""Distill the teacher into a student: ``python distill.py student=mobilevit_s [key=value ...]``. See conf/distill.yaml."""
+"""Distill the teacher into a student: ``python distill.py student=mobilevit_s``. See conf/distill.yaml."""
 
 import hydra
 from omegaconf import DictConfig

@@ -111,7 +111,9 @@ class HeldOutEvaluator:
                     [[pos[int(i)], pos[int(j)], int(s)] for i, j, s in pairs.tolist()], dtype=torch.long
                 )
             except KeyError as e:
-                raise ValueError(f"held-out set {self.name!r}: a verification pair refers to index {e}, not evaluated")
+                raise ValueError(
+                    f"held-out set {self.name!r}: a verification pair refers to index {e}, not evaluated"
+                ) from None
         scores = M.cosine_scores(d["embedding"], pairs[:, :2])
         same = pairs[:, 2].bool()
         acc, std = M.verification_accuracy(scores, same)
