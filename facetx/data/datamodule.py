@@ -19,7 +19,12 @@ def _as_list(sets: Dataset | Sequence[Dataset] | None) -> list[Dataset]:
 
 
 class FaceDataModule(pl.LightningDataModule):
-    """Wraps a training set and held-out sets; ``num_landmarks`` is the run's landmark layout size (68 or 98).
+    """Wraps a training set and held-out sets.
+
+    ``num_landmarks`` is the run's landmark layout size (68 or 98); ``root`` the data folder the configs interpolate;
+    ``val_bins`` insightface verification packs added as held-out sets (``val/<stem>/acc``); ``monitor`` /
+    ``monitor_mode`` the metric that selects the best checkpoint for this data (a landmark-only set has no
+    verification accuracy).
 
     Every data set yields contract samples. The training set exposes ``num_classes`` (identity classes; 0 when it has
     no identity labels) and ``layout`` (its :class:`LandmarkLayout`). Held-out sets expose ``name``, and those used
@@ -32,6 +37,10 @@ class FaceDataModule(pl.LightningDataModule):
         val: Dataset | Sequence[Dataset],
         test: Dataset | Sequence[Dataset] | None = None,
         num_landmarks: int = 68,
+        root: str | None = None,
+        val_bins: Sequence[str] = (),
+        monitor: str = "val/recognition/acc",
+        monitor_mode: str = "max",
         batch_size: int = 64,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -48,6 +57,14 @@ class FaceDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.num_landmarks = num_landmarks
+        self.root = root  # read by the data configs' ${data.root} interpolations
+        if monitor_mode not in ("min", "max"):
+            raise ValueError(f"data.monitor_mode must be 'min' or 'max', got {monitor_mode!r}")
+        self.monitor, self.monitor_mode = monitor, monitor_mode
+        if val_bins:
+            from facetx.data.formats.verification import verification_sets
+
+            self.val_sets += verification_sets(val_bins, layout=num_landmarks)
         for ds in [self.train_set, *self.val_sets, *self.test_sets]:
             layout = getattr(ds, "layout", None)
             if layout is not None and layout.num_points != num_landmarks:

@@ -56,6 +56,19 @@ def build_trainer(cfg: DictConfig, resolved: dict[str, Any]) -> pl.Trainer:
     )
 
 
+def complete_loss_config(cfg: DictConfig, num_classes: int) -> None:
+    """Fill the margin classifier's class count from the data (real packs only know it once read, e.g. from an
+    insightface ``property`` file); without identity labels (landmark/expression/spoof-only data) drop it."""
+    with open_dict(cfg):
+        if cfg.loss.get("recognition") is None:
+            return
+        if num_classes >= 2:
+            cfg.loss.recognition.num_classes = num_classes
+        else:
+            log.info("the training data has no identity labels: recognition loss off")
+            cfg.loss.recognition = None
+
+
 def final_metrics(trainer: pl.Trainer) -> dict[str, float]:
     return {
         k: float(v)
@@ -92,10 +105,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """``python train.py``: train one network on one data config; returns the final metrics."""
     setup_run(cfg)
     datamodule = instantiate(cfg.data, _convert_="all")
-    with open_dict(cfg):
-        # real data sets only know their identity count once read (e.g. an insightface `property` file)
-        if cfg.loss.get("recognition") is not None:
-            cfg.loss.recognition.num_classes = datamodule.num_classes
+    complete_loss_config(cfg, datamodule.num_classes)
     net = instantiate(cfg.model, _convert_="all")
     loss = instantiate(cfg.loss, _convert_="all")
     module = instantiate(
@@ -121,8 +131,7 @@ def distill(cfg: DictConfig) -> dict[str, float]:
     with open_dict(cfg):
         cfg.teacher.ckpt_path = str(ckpt)  # the stored config says which teacher taught this student
         cfg.teacher.model_name = teacher_cfg.get("model_name")
-        if cfg.loss.get("recognition") is not None:
-            cfg.loss.recognition.num_classes = datamodule.num_classes
+    complete_loss_config(cfg, datamodule.num_classes)
     student = instantiate(cfg.student, _convert_="all")
     task_loss = instantiate(cfg.loss, _convert_="all")
     if cfg.distill.weights.get("kd_recognition", 0) == 0:

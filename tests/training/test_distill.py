@@ -1,0 +1,167 @@
+"""Distillation: loss terms, frozen teacher, projections for every student, distill.py end to end."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from facetx.losses import DistillationLoss, MarginSoftmax, MultiTaskLoss, WingLoss
+from facetx.losses.distill import feature_distance, kd_kl
+from facetx.training.checkpoint import load_checkpoint, load_face_net
+from facetx.training.distill import feature_info, find_teacher
+from facetx.training.run import distill, train
+from tests.conftest import FAST, compose_config
+
+ROOT = Path(__file__).resolve().parents[2]
+STUDENTS = sorted(p.stem for p in (ROOT / "conf" / "student").glob("*.yaml"))
+ALL_TERMS = {"kd_expression": 1.0, "kd_spoof": 1.0, "kd_recognition": 1.0, "embedding": 1.0, "relational": 1.0,
+             "features": 1.0, "landmarks_kd": 1.0}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tmp_path_factory) -> Path:
+    """A tiny 'teacher' trained for a few steps (model_name is set to teacher so discovery finds it)."""
+    out = tmp_path_factory.mktemp("teacher") / "train" / "run"
+    cfg = compose_config("train", [*FAST, "model=tiny", "model_name=teacher"], out)
+    train(cfg)
+    return out / "checkpoints" / "last.ckpt"
+
+
+def _outputs(b: int = 6, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "embedding": torch.randn(b, 512, generator=g),
+        "landmarks": torch.rand(b, 68, 2, generator=g),
+        "expression_logits": torch.randn(b, 7, generator=g),
+        "spoof_logits": torch.randn(b, 2, generator=g),
+    }
+
+
+def _batch(b: int = 6) -> dict[str, torch.Tensor]:
+    return {
+        "identity": torch.arange(b) % 4,
+        "landmarks": torch.rand(b, 68, 2),
+        "expression": torch.arange(b) % 7,
+        "spoof": torch.arange(b) % 2,
+        **{f"has_{t}": torch.ones(b, dtype=torch.bool) for t in ("identity", "landmarks", "expression", "spoof")},
+    }
+
+
+def test_kd_terms_vanish_when_student_equals_teacher() -> None:
+    task = MultiTaskLoss(recognition=MarginSoftmax(4, 512, scale=16.0), landmarks=WingLoss())
+    teacher_cls = MarginSoftmax(4, 512, scale=16.0)
+    task.recognition.load_state_dict(teacher_cls.state_dict())
+    loss = DistillationLoss(task, {}, {}, weights={**ALL_TERMS, "features": 0.0}, feature_pairs=[],
+                            teacher_classifier=teacher_cls)  # fmt: skip
+    out = _outputs()
+    parts = loss(out, {k: v.clone() for k, v in out.items()}, _batch())
+    for term in ("kd_expression", "kd_spoof", "kd_recognition", "embedding", "relational", "landmarks_kd"):
+        assert parts[term].abs().item() < 1e-5, term
+    other = _outputs(seed=1)
+    parts = loss(out, other, _batch())
+    for term in ("kd_expression", "kd_spoof", "kd_recognition", "embedding", "relational", "landmarks_kd"):
+        assert parts[term].item() > 1e-3, term
+    # the T^2 factor: the soft-target gradient scale stays comparable across temperatures
+    s = out["expression_logits"].clone().requires_grad_(True)
+    grads = []
+    for t in (2.0, 8.0):
+        (g,) = torch.autograd.grad(kd_kl(s, other["expression_logits"], t), s)
+        grads.append(g.norm())
+    assert 0.2 < grads[0] / grads[1] < 5
+
+
+def test_feature_distance_zero_on_normalized_teacher() -> None:
+    t = torch.randn(2, 16, 8, 8) * 5 + 3
+    normed = torch.nn.functional.layer_norm(t.permute(0, 2, 3, 1), (16,)).permute(0, 3, 1, 2)
+    assert feature_distance(normed, t, "mse").item() < 1e-8
+    assert feature_distance(normed * 2, t, "cosine").item() < 1e-6
+
+
+@pytest.mark.parametrize("student", STUDENTS)
+def test_feature_projections_line_up_with_the_teacher(student: str, tmp_path: Path) -> None:
+    cfg = compose_config("distill", [*FAST, f"student={student}"], tmp_path)
+    teacher_cfg = compose_config("train", [*FAST, "model=teacher"], tmp_path)
+    s_net = instantiate(cfg.student, _convert_="all").eval()
+    t_net = instantiate(teacher_cfg.model, _convert_="all").eval()
+    loss = instantiate(cfg.distill, _convert_="all")(
+        task_loss=MultiTaskLoss(), student_features=feature_info(s_net), teacher_features=feature_info(t_net)
+    )
+    x = torch.rand(2, 3, 112, 112)
+    with torch.no_grad():
+        s_out, t_out = s_net(x), t_net(x)
+    assert loss.pairs
+    for t_name, s_name in loss.pairs:
+        projected = loss.projectors[s_name.replace(".", "_")](s_out[s_name])
+        assert projected.shape == t_out[t_name].shape == (2, 384, 8, 8)
+
+
+def test_gradients_reach_only_the_student(teacher_ckpt: Path, tmp_path: Path) -> None:
+    teacher_before, _ = load_face_net(teacher_ckpt)
+    cfg = compose_config("distill", [*FAST, "student=tiny", f"teacher.ckpt_path={teacher_ckpt}"], tmp_path)
+    metrics = distill(cfg)
+    assert "val/recognition/acc" in metrics and (tmp_path / "metrics.json").is_file()
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert not any(k.startswith("teacher.") for k in ckpt["state_dict"])  # the teacher is not copied into students
+    assert ckpt["facetx"]["config"]["teacher"]["ckpt_path"] == str(teacher_ckpt)
+    student, config = load_face_net(tmp_path / "checkpoints" / "last.ckpt", prefix="student.")
+    assert config["task_name"] == "distill"
+    # the teacher's weights after distillation are those of its checkpoint; the student moved away from its init
+    from facetx.training.distill import load_teacher
+
+    teacher_after, _, _ = load_teacher(teacher_ckpt)
+    for k, v in teacher_before.state_dict().items():
+        assert torch.equal(v, teacher_after.state_dict()[k])
+    fresh = instantiate(compose_config("distill", [*FAST, "student=tiny"], tmp_path / "x").student, _convert_="all")
+    assert any(not torch.equal(v, fresh.state_dict()[k]) for k, v in student.state_dict().items())
+
+
+def test_teacher_stays_frozen_during_training_steps(teacher_ckpt: Path, tmp_path: Path) -> None:
+    from facetx.training.distill import DistillModule, load_teacher
+
+    teacher, cls, _ = load_teacher(teacher_ckpt)
+    snapshot = {k: v.clone() for k, v in teacher.state_dict().items()}
+    cfg = compose_config("distill", [*FAST, "student=tiny"], tmp_path)
+    student = instantiate(cfg.student, _convert_="all")
+    task = MultiTaskLoss(recognition=MarginSoftmax(cls.num_classes, 512), landmarks=WingLoss())
+    loss = instantiate(cfg.distill, _convert_="all")(
+        task_loss=task, student_features=feature_info(student), teacher_features=feature_info(teacher),
+        teacher_classifier=cls,
+    )  # fmt: skip
+    module = DistillModule(student, teacher, loss, optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.1))
+    module.train()
+    assert not teacher.training and all(not p.requires_grad for p in teacher.parameters())
+    opt = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=0.1)
+    batch = {"image": torch.rand(6, 3, 112, 112), **_batch()}
+    batch["identity"] = batch["identity"] % cls.num_classes
+    for _ in range(2):
+        opt.zero_grad()
+        module.training_step(batch, 0).backward()
+        assert all(p.grad is None for p in teacher.parameters())
+        opt.step()
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, snapshot[k]), k
+
+
+@pytest.mark.parametrize("student", STUDENTS)
+def test_distill_runs_for_every_student(student: str, teacher_ckpt: Path, tmp_path: Path) -> None:
+    cfg = compose_config(
+        "distill", [*FAST, f"student={student}", f"teacher.ckpt_path={teacher_ckpt}", "trainer.max_steps=1"], tmp_path
+    )
+    metrics = distill(cfg)
+    assert "val/recognition/acc" in metrics
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_teacher_discovery_and_missing_teacher(teacher_ckpt: Path, tmp_path: Path) -> None:
+    assert find_teacher(teacher_ckpt.parents[2]) == teacher_ckpt
+    proc = subprocess.run(
+        [sys.executable, "distill.py", "debug=fast", f"teacher.search_dir={tmp_path}", f"hydra.run.dir={tmp_path}/r"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0
+    assert "train one first" in proc.stderr and "Traceback" not in proc.stderr
