@@ -2,7 +2,7 @@
 
 Each identity is a parameter vector (face shape and proportions, skin tone, eye color/size/spacing, brows, nose, mouth,
 hair color and style, facial hair, glasses, marks). A parametric 3D face is built from it, deformed by the expression,
-posed (yaw/pitch/roll), orthographically projected into a 112x112 crop (eyes near y = 0.44 * 112, like an ArcFace
+posed (yaw/pitch/roll), orthographically projected into a 112x112 crop (eyes near y = 0.45 * 112, like an ArcFace
 crop) and drawn from the projected points, so landmarks and pixels agree. Nuisance (background, lighting, pose, scale,
 shift, noise, spoof artifacts) is drawn per image and dominates pixel space; identity lives in salient attributes.
 
@@ -28,8 +28,8 @@ from facetx.data.landmarks import IBUG68, LandmarkLayout
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 _TAG_IDENTITY, _TAG_IMAGE, _TAG_PAIRS, _TAG_BANK = 1, 2, 3, 4
 _S = IMAGE_SIZE
-_PX_PER_UNIT = 33.0  # pixels per unit (1 unit ~ distance between eye centers) at scale 1
-_EYE_Y = 0.44 * _S  # eye line at frontal pose, scale 1
+_PX_PER_UNIT = 32.0  # pixels per unit (1 unit ~ distance between eye centers) at scale 1
+_EYE_Y = 0.45 * _S  # eye line at frontal pose, scale 1
 _SHIFT = 16.0  # cv2 sub-pixel drawing: coordinates carry 4 fractional bits
 _AA = cv2.LINE_AA
 
@@ -116,7 +116,7 @@ def _mix(palette: np.ndarray, rng: np.random.Generator, p: np.ndarray | None = N
 def _sample_identity(rng: np.random.Generator) -> _Identity:
     u = rng.uniform
     eye_d, eye_w, eye_h, tilt = u(0.88, 1.12), u(0.38, 0.54), u(0.11, 0.21), u(-0.05, 0.05)
-    face_w, jaw_n, jaw_y, chin_y = u(0.98, 1.3), u(1.7, 3.6), u(0.0, 0.25), u(1.6, 1.95)
+    face_w, jaw_n, jaw_y, chin_y = u(0.98, 1.3), u(1.7, 3.6), u(0.0, 0.25), u(1.55, 1.9)
     brow_h, brow_arch, brow_len, brow_slant = u(0.2, 0.4), u(0.0, 0.1), u(0.42, 0.66), u(-0.07, 0.07)
     nose_len, nose_w, nose_proj = u(0.48, 0.74), u(0.14, 0.28), u(0.35, 0.6)
     mouth_y = min(nose_len + u(0.36, 0.56), chin_y - 0.42)
@@ -273,9 +273,19 @@ def _chaikin(p: np.ndarray, iters: int = 2) -> np.ndarray:
     return _chaikin_matrix(len(p), iters) @ p
 
 
+@lru_cache(maxsize=64)
+def _unit_steps(n: int) -> np.ndarray:
+    return np.linspace(0.0, 1.0, n)
+
+
+def _lin(a: float, b: float, n: int) -> np.ndarray:
+    """``np.linspace(a, b, n)`` without its per-call overhead."""
+    return a + (b - a) * _unit_steps(n)
+
+
 def _fx(p: np.ndarray) -> np.ndarray:
     """Float pixel coordinates -> int32 cv2 coordinates with 4 fractional bits."""
-    return np.round(p * _SHIFT).astype(np.int32)
+    return np.rint(p * _SHIFT).astype(np.int32)
 
 
 def _col(c: np.ndarray) -> tuple[float, float, float]:
@@ -384,7 +394,7 @@ def _geometry(
     zc = 0.15 - depth
 
     # jaw: silhouettes of horizontal head sections (the contour slides around the head as it turns)
-    phi = np.linspace(-math.pi / 2, math.pi / 2, 17)
+    phi = _lin(-math.pi / 2, math.pi / 2, 17)
     chin = idn.chin_y + drop
     s, c = np.abs(np.sin(phi)), np.abs(np.cos(phi))
     a = fw * s ** (2 / idn.jaw_n)
@@ -397,9 +407,9 @@ def _geometry(
 
     hl_c, hl_t, rec = idn.hairline
     bald, style = idn.style in ("shaved", "horseshoe"), _STYLES[idn.style]
-    kk = np.linspace(1, -1, 11)
+    kk = _lin(1.0, -1.0, 11)
     hl_y = hl_c + (hl_t - hl_c) * np.abs(kk) ** 2.2 - rec * np.sin(math.pi * np.abs(kk)) ** 2
-    side_ys = np.linspace(jy, _Y_TOP if bald else hl_t, 6 if bald else 3)
+    side_ys = _lin(jy, _Y_TOP if bald else hl_t, 6 if bald else 3)
     # points on the skull surface, all in one call: (name, heights, ring angles clipped to the visible arc)
     req = [("hairline", hl_y, kk * 1.3), ("right", side_ys, np.full(len(side_ys), _SIDE)),
            ("left", side_ys[::-1], np.full(len(side_ys), -_SIDE))]  # fmt: skip
@@ -407,7 +417,7 @@ def _geometry(
         y_f = q[17:27, 1].min() - 0.1 + 0.05 * (np.arange(11) % 2)
         req += [("front_top", hl_y - 0.05, kk * 1.3), ("front_bottom", y_f[::-1], -kk * 1.2)]
     elif idn.style == "side_part":  # a swoop from the parting across the forehead
-        ks = np.linspace(0.35, -1.0, 8) * idn.part
+        ks = _lin(0.35, -1.0, 8) * idn.part
         yu = hl_c + (hl_t - hl_c) * np.abs(ks) ** 2.2
         dip = 0.35 * (np.abs(ks - 0.35 * idn.part) / 1.35) ** 1.5
         req += [("front_top", yu - 0.05, ks * 1.3), ("front_bottom", (yu + dip)[::-1], ks[::-1] * 1.3)]
@@ -424,14 +434,14 @@ def _geometry(
 
     if style is not None:  # the hair shell: the skull grown by ``vol``, its silhouette hull is drawn behind the face
         vol, y_cut = style.vol, style.y_cut
-        ys = np.linspace(_Y_TOP - 1.2 * vol + 0.02, min(y_cut, jy), 9)
+        ys = _lin(_Y_TOP - 1.2 * vol + 0.02, min(y_cut, jy), 9)
         f = _skull_f(jy - (jy - ys) / (1 + vol), jy)
         aa, bb = fw * f * (1 + vol) + 0.04, depth * f * (1 + vol)
         if idn.style == "horseshoe":
             keep = ys > -0.7
             ys, aa, bb = ys[keep], aa[keep], bb[keep]
         if y_cut > jy:  # long hair: falls straight with a little flare below the jaw top
-            yl = np.linspace(jy + 0.3, y_cut, 5)
+            yl = _lin(jy + 0.3, y_cut, 5)
             ys = np.concatenate([ys, yl])
             aa = np.concatenate([aa, fw * (1 + vol) + 0.06 + 0.1 * (yl - jy)])
             bb = np.concatenate([bb, np.full(5, depth * (1 + vol) * 0.7)])
@@ -646,7 +656,7 @@ def _paint(
     down = parts["down"] / max(np.linalg.norm(parts["down"]), 1e-6)
     for brow in (lm[21:16:-1], lm[22:27]):  # inner -> outer
         top = _chaikin(brow, 1)
-        prof = np.linspace(1.0, 0.45, len(top))[:, None] * (idn.brow_thick * scale)
+        prof = _lin(1.0, 0.45, len(top))[:, None] * (idn.brow_thick * scale)
         _poly(img, np.concatenate([top, (top + prof * down)[::-1]]), idn.brow)
     _mouth(img, lm, idn, teeth)
     if "front" in parts:
@@ -820,6 +830,7 @@ class SyntheticFaces(torch.utils.data.Dataset):
         return rng, bool(rng.random() < self.spoof_fraction)  # first draw: cheap live/spoof lookup for pairs
 
     def is_spoof(self, index: int) -> bool:
+        """Whether image ``index`` is a spoof, without rendering it."""
         return self._image_rng(index)[1]
 
     def render(self, index: int) -> tuple[np.ndarray, np.ndarray, int, int, int]:
@@ -878,6 +889,7 @@ def raw_pixel_verification(dataset: SyntheticFaces) -> float:
 
     The difficulty floor a learned embedding must beat; renders without ``dataset.transform``.
     """
+    # the same metric code as the model's accuracy; imported here so that data does not import training at load time
     from facetx.training.metrics import cosine_scores, verification_accuracy
 
     if dataset.pairs is None:
