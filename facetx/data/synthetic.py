@@ -671,29 +671,40 @@ def _paint(
     return img
 
 
-def _draw_light(rng: np.random.Generator) -> tuple[float, float, float, float, np.ndarray]:
-    """(lx, ly, lz) unit direction toward the light, ambient share, per-channel gain (cast and exposure)."""
+class _Light(NamedTuple):
+    lx: float  # unit direction toward the light (x right, y down, z toward the camera)
+    ly: float
+    lz: float
+    ambient: float  # share of light that does not depend on the surface normal
+    cast: np.ndarray  # float32 [3] per-channel gain: white balance and exposure
+    falloff: tuple[float, float]  # uneven illumination across the frame: (direction in rad, relative change)
+
+
+def _draw_light(rng: np.random.Generator) -> _Light:
     az, tilt = rng.uniform(0, 2 * math.pi), rng.uniform(0.0, 0.85)
     ambient = rng.uniform(0.4, 0.7)
     cast = np.exp(rng.normal(0, 0.06, 3)).clip(0.85, 1.15) * rng.uniform(0.75, 1.2)
-    return tilt * math.cos(az), tilt * math.sin(az), math.sqrt(1 - tilt * tilt), ambient, cast.astype(np.float32)
+    falloff = (rng.uniform(0, 2 * math.pi), rng.uniform(0.0, 0.5))
+    lx, ly = tilt * math.cos(az), tilt * math.sin(az)
+    return _Light(lx, ly, math.sqrt(1 - tilt * tilt), ambient, cast.astype(np.float32), falloff)
 
 
-def _light(img: np.ndarray, bg: np.ndarray, parts: dict[str, np.ndarray], scale: float,
-           light: tuple[float, float, float, float, np.ndarray]) -> np.ndarray:  # fmt: skip
-    """Directional shading on the head (an ellipsoid normal field), a softer ramp on the background, a color cast.
+def _light(img: np.ndarray, bg: np.ndarray, parts: dict[str, np.ndarray], scale: float, light: _Light) -> np.ndarray:
+    """Directional shading on the head (an ellipsoid normal field), a softer ramp on the background, uneven
+    illumination across the frame, a color cast.
 
     ``img`` uint8 with the face, ``bg`` the background alone; returns float32 [S, S, 3] in 0-255.
     """
     xx, yy = _grid(4)  # shading is smooth: compute it at 1/4 resolution and upsample
-    lx, ly, lz, ambient, cast = light
+    lx, ly, lz, ambient, cast, (fa, fs) = light
     cx, cy = (float(c) for c in parts["center"][0])  # Python floats keep the arithmetic in float32
     u, v = (xx - cx) / (1.45 * scale), (yy - cy) / (2.3 * scale)
     r2 = u * u + v * v
     inv = 1.0 / np.sqrt(np.maximum(r2, 1.0))
     diffuse = np.maximum((u * lx + v * ly) * inv + np.sqrt(np.maximum(1.0 - r2, 0.0)) * lz, 0.0)
-    head = cv2.resize(ambient + (1 - ambient) * diffuse, (_S, _S), interpolation=cv2.INTER_LINEAR)
-    ramp = cv2.resize(1.0 + 0.25 * ((xx - _S / 2) * lx + (yy - _S / 2) * ly) / _S, (_S, _S))
+    falloff = 1.0 + fs * ((xx - _S / 2) * math.cos(fa) + (yy - _S / 2) * math.sin(fa)) / _S
+    head = cv2.resize((ambient + (1 - ambient) * diffuse) * falloff, (_S, _S), interpolation=cv2.INTER_LINEAR)
+    ramp = cv2.resize((1.0 + 0.25 * ((xx - _S / 2) * lx + (yy - _S / 2) * ly) / _S) * falloff, (_S, _S))
     fg = cv2.cvtColor(cv2.absdiff(img, bg), cv2.COLOR_RGB2GRAY) > 0
     shade = np.where(fg, head, ramp)
     shade3 = cv2.merge([shade * float(c) for c in cast])  # numpy broadcasting over 3 channels is slow
@@ -749,7 +760,7 @@ def _render(
     lm, parts, teeth, ears_visible = _geometry(idn, expression, k, yaw, pitch, roll, scale, u(-4, 4, 2))
     bg = _background(rng)
     light = _draw_light(rng)
-    face = _paint(idn, lm, parts, teeth, ears_visible, rng, bg.copy(), scale, light[0], bank)
+    face = _paint(idn, lm, parts, teeth, ears_visible, rng, bg.copy(), scale, light.lx, bank)
     img = _light(face, bg, parts, scale, light)
     ox, oy = rng.integers(0, _S, 2)
     img += bank[oy : oy + _S, ox : ox + _S] * np.float32(u(0.0, 6.0))
