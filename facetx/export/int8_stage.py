@@ -1,0 +1,160 @@
+"""The INT8 stage of ``export.py``: recipe from the CPU's ISA, calibration on training images, sensitivity passes,
+held-out metrics of INT8 vs FP32, sizes and speed; writes ``model.int8.onnx`` and ``int8_report.md``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from omegaconf import DictConfig
+
+from facetx.bench import sysinfo
+from facetx.export.data import ExportData
+from facetx.export.onnx_export import set_metadata
+from facetx.export.ort import OrtPredictor, make_session
+from facetx.export.parity import output_agreement
+from facetx.quant.int8 import Int8Result, build_int8
+from facetx.quant.recipe import choose_recipe
+from facetx.training.evaluation import evaluate
+
+log = logging.getLogger(__name__)
+
+
+def verification_key(metrics: dict[str, float], preferred: str | None) -> str | None:
+    """The metric that steers INT8: ``preferred`` if given, else the first ``<set>/acc`` that has ``<set>/acc_std``."""
+    if preferred:
+        if preferred not in metrics:
+            raise ValueError(f"int8.metric={preferred!r} is not among the held-out metrics {sorted(metrics)}")
+        return preferred
+    return next((k for k in metrics if k.endswith("/acc") and k + "_std" in metrics), None)
+
+
+def int8_stage(
+    cfg: DictConfig,
+    data: ExportData,
+    fp32_path: Path,
+    out: Path,
+    threads: int | None,
+    meta: dict[str, str],
+    names: list[str],
+    real: torch.Tensor,
+    reference: torch.nn.Module,
+) -> dict[str, Any]:
+    """Returns ``{"paths", "metrics", "report", "notes", "result", "work"}`` (``work`` holds the calibration cache)."""
+    q = cfg.int8
+    seed = int(cfg.seed)
+    bs = int(cfg.eval.batch_size)
+    recipe = choose_recipe(q.recipe, q.get("per_channel"), q.get("reduce_range"), q.get("activation_type"),
+                           q.get("groups"), list(q.get("nodes_to_exclude") or []), str(q.calibrate_method))  # fmt: skip
+    regime = sysinfo.isa_regime()
+    log.info("INT8 recipe %r (CPU regime %s, flags %s): %s", recipe.name, regime, " ".join(sysinfo.isa_flags()),
+             recipe.as_dict())  # fmt: skip
+    calib = data.calibration(int(q.calibration_batch_size), int(q.calibration_batches), seed)
+    probe = data.probe(int(q.sensitivity_images), seed)
+    fp32_select = evaluate(OrtPredictor(make_session(fp32_path, threads)), data.select, batch_size=bs)
+    key = verification_key(fp32_select, q.get("metric"))
+    notes: list[str] = []
+    select = None
+    if key is None:
+        notes.append("INT8: the held-out sets have no verification accuracy; the accuracy fallback pass was skipped")
+    else:
+
+        def select(path: Path) -> float:
+            return evaluate(OrtPredictor(make_session(path, threads)), data.select, batch_size=bs)[key]
+
+    work = out / "int8_work"
+    res: Int8Result = build_int8(
+        fp32_path, out / "model.int8.onnx", work, calib, probe, recipe, threads, select,
+        fp32_select.get(key) if key else None, float(q.max_drop_pt) / 100.0, bool(q.latency_search),
+        float(q.min_gain), int(q.latency_runs), q.get("max_sensitivity_nodes"),
+    )  # fmt: skip
+    model = onnx.load(str(res.path))
+    set_metadata(model, {**meta, "facetx.precision": "int8", "int8.recipe": json.dumps(res.recipe.as_dict()),
+                         "int8.isa_regime": regime, "int8.fp32_nodes": json.dumps(res.fp32_nodes)})  # fmt: skip
+    onnx.save(model, str(res.path))
+
+    int8_pred = OrtPredictor(make_session(res.path, threads))
+    metrics = {"onnxruntime/int8": evaluate(int8_pred, data.report, batch_size=bs)}
+    agreement = output_agreement(reference, int8_pred, real, names)
+    size_fp32, size_int8 = fp32_path.stat().st_size, res.path.stat().st_size
+    quantized = {g: len(n) - len(res.fp32_nodes.get(g, [])) for g, n in res.groups.items()}
+    report = {
+        "recipe": res.recipe.as_dict(),
+        "isa_regime": regime,
+        "isa_flags": sysinfo.isa_flags(),
+        "calibration": {"batches": len(calib), "images": int(sum(len(b) for b in calib)), "source": "training set"},
+        "selection_metric": key,
+        "selection": {
+            "split": "val",
+            "fp32": fp32_select.get(key) if key else None,
+            "max_drop": float(q.max_drop_pt) / 100.0,
+        },  # fmt: skip
+        "groups": {g: {"nodes": len(n), "int8": quantized[g]} for g, n in res.groups.items()},
+        "fp32_nodes": res.fp32_nodes,
+        "sensitivity": {
+            "groups": res.report.groups,
+            "nodes": res.report.nodes[:50],
+            "trace": res.report.trace,
+            "notes": res.report.notes,
+        },  # fmt: skip
+        "size_bytes": {"fp32": size_fp32, "int8": size_int8},
+        "size_ratio": size_fp32 / max(size_int8, 1),
+        "speedup_vs_fp32_b1": res.speedup_vs_fp32,
+        "agreement_with_torch": agreement,
+    }
+    notes += res.report.notes
+    return {"paths": {"int8": res.path}, "metrics": metrics, "report": report, "notes": notes, "result": res,
+            "work": work}  # fmt: skip
+
+
+def write_int8_report(
+    path: Path, report: dict[str, Any], fp32_metrics: dict[str, float], int8_metrics: dict[str, float]
+) -> None:
+    """Markdown summary: held-out metrics of both precisions, recipe, what stayed FP32 and why, size and speed."""
+    r = report
+    lines = ["# INT8 report", "",
+             f"- CPU ISA regime: **{r['isa_regime']}** (flags: {' '.join(r['isa_flags']) or 'none'})",
+             f"- recipe: `{json.dumps(r['recipe'], sort_keys=True)}`",
+             f"- calibration: {r['calibration']['images']} training images in {r['calibration']['batches']} batches",
+             f"- size on disk: FP32 {r['size_bytes']['fp32'] / 1e6:.2f} MB, "
+             f"INT8 {r['size_bytes']['int8'] / 1e6:.2f} MB ({r['size_ratio']:.2f}x smaller)"]  # fmt: skip
+    if r["speedup_vs_fp32_b1"] is not None:
+        lines.append(f"- speed at batch 1 (interleaved with FP32): {r['speedup_vs_fp32_b1']:.2f}x FP32")
+    sel = r["selection"]
+    if r["selection_metric"]:
+        lines.append(f"- selection metric `{r['selection_metric']}` on val: FP32 {sel['fp32']:.4f}, allowed drop "
+                     f"{sel['max_drop'] * 100:.2f} pt")  # fmt: skip
+    lines += ["", "## Held-out metrics", "", "| metric | FP32 (ORT) | INT8 (ORT) | INT8 - FP32 |", "|---|---|---|---|"]
+    for k, v in fp32_metrics.items():
+        if k in int8_metrics:
+            lines.append(f"| {k} | {v:.4f} | {int8_metrics[k]:.4f} | {int8_metrics[k] - v:+.4f} |")
+    lines += ["", "## Node groups", "", "| group | nodes | INT8 | FP32 |", "|---|---|---|---|"]
+    for g, c in r["groups"].items():
+        lines.append(f"| {g} | {c['nodes']} | {c['int8']} | {c['nodes'] - c['int8']} |")
+    lines += ["", "## Stayed in FP32", ""]
+    if not any(r["fp32_nodes"].values()):
+        lines.append("- nothing: every compute node is INT8")
+    for g, nodes in r["fp32_nodes"].items():
+        lines.append(f"- {g}: {', '.join(f'`{n}`' for n in nodes)}")
+    if r["sensitivity"]["groups"]:
+        lines += ["", "## Latency pass (speed-up over FP32 at batch 1; per round, removing one group)", "",
+                  "| round | group | nodes | INT8 | INT8 without group |", "|---|---|---|---|---|"]  # fmt: skip
+        for g in r["sensitivity"]["groups"]:
+            lines.append(f"| {g['round']} | {g['group']} | {g['nodes']} | {g['speedup_int8']:.3f}x | "
+                         f"{g['speedup_without_group']:.3f}x |")  # fmt: skip
+    if r["sensitivity"]["trace"]:
+        lines += ["", "## Accuracy pass (val selection metric)", "",
+                  "| nodes kept FP32 | metric | drop | output error |", "|---|---|---|---|"]  # fmt: skip
+        for t in r["sensitivity"]["trace"]:
+            lines.append(f"| {t['kept_fp32']} | {t['metric']:.4f} | {t['drop'] * 100:.2f} pt | {t['error']:.4f} |")
+    if r["sensitivity"]["nodes"]:
+        lines += ["", "## Most sensitive nodes (output error with the node left FP32; lower = more sensitive)", "",
+                  "| node | group | error without |", "|---|---|---|"]  # fmt: skip
+        for n in r["sensitivity"]["nodes"][:15]:
+            lines.append(f"| `{n['node']}` | {n['group']} | {n['error_without']:.5f} |")
+    lines += ["", "## Notes", "", *[f"- {n}" for n in r["sensitivity"]["notes"]]]
+    path.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,200 @@
+"""INT8 building blocks: ISA regimes and recipes, node groups, Q/DQ quantization, the sensitivity passes, timing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from facetx.bench import sysinfo
+from facetx.bench.runtime import paired_ratio, time_interleaved
+from facetx.bench.table import metric_columns, write_csv, write_markdown
+from facetx.export.onnx_export import export_onnx
+from facetx.export.ort import OrtPredictor, make_session
+from facetx.quant import sensitivity as S
+from facetx.quant.calibration import BatchReader, MaterializedSet, sample_batches
+from facetx.quant.int8 import build_int8, output_error
+from facetx.quant.recipe import choose_recipe, recipe_for
+from facetx.quant.static import QuantRecipe, fp32_nodes, node_groups, preprocess, quantize
+
+
+class _Net(nn.Module):
+    """Dense conv, depthwise conv, a weight MatMul and an activation x activation MatMul (attention-like)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, stride=4, padding=1)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.fc = nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        t = self.dw(torch.relu(self.conv(x))).flatten(2).transpose(1, 2)  # [B, 16*16... tokens, 16]
+        q = self.fc(t)
+        a = torch.softmax(q @ t.transpose(1, 2) / 4.0, dim=-1)
+        return ((a @ t).mean(1),)
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("quant")
+    torch.manual_seed(0)
+    export_onnx(_Net().eval(), d / "net.onnx", ["embedding"], input_size=32, simplify=False)
+    return preprocess(d / "net.onnx", d / "net.pre.onnx")
+
+
+def _calib(n: int = 2, b: int = 4) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.random((b, 3, 32, 32), dtype=np.float32) for _ in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("flags", "regime"),
+    [({"avx2", "fma"}, "avx2"), ({"avx2", "avx512f", "avx512bw"}, "avx512"),
+     ({"avx2", "avx512f", "avx512_vnni"}, "vnni"), ({"avx2", "avx_vnni"}, "vnni"), ({"avx512_vnni", "amx_int8"}, "amx"),
+     ({"asimd", "asimddp"}, "arm_dotprod"), (set(), "generic")],
+)  # fmt: skip
+def test_isa_regime_from_flags(flags: set[str], regime: str) -> None:
+    assert sysinfo.isa_regime(frozenset(flags)) == regime
+
+
+def test_recipes_follow_the_isa() -> None:
+    no_vnni, vnni, trt = recipe_for("avx2"), recipe_for("vnni"), recipe_for("tensorrt")
+    assert no_vnni.reduce_range and "Conv/depthwise" not in no_vnni.groups and "MatMul/activation" not in no_vnni.groups
+    assert not vnni.reduce_range and "Conv/depthwise" in vnni.groups
+    assert trt.symmetric_activations and trt.activation_type == "int8"
+    r = choose_recipe("avx2", per_channel=False, groups=["Conv"], nodes_to_exclude=["n1"])
+    assert (r.per_channel, r.groups, r.nodes_to_exclude) == (False, ("Conv",), ("n1",))
+    assert choose_recipe("auto").name == sysinfo.isa_regime()
+    with pytest.raises(ValueError, match="int8.recipe"):
+        recipe_for("sse2")
+    with pytest.raises(ValueError, match="int8.groups"):
+        choose_recipe("vnni", groups=["Softmax"])
+    with pytest.raises(ValueError, match="activation_type"):
+        QuantRecipe(name="x", activation_type="int4")
+
+
+def test_node_groups_tell_depthwise_and_activation_matmuls_apart(small_model: Path) -> None:
+    groups = node_groups(onnx.load(str(small_model)))
+    assert len(groups["Conv"]) == 1 and len(groups["Conv/depthwise"]) == 1
+    assert len(groups["MatMul/activation"]) == 2
+    assert len(groups.get("MatMul/weight", [])) + len(groups.get("Gemm", [])) == 1
+
+
+def test_quantize_keeps_excluded_groups_fp32(small_model: Path, tmp_path: Path) -> None:
+    recipe = recipe_for("vnni").with_(groups=("Conv", "MatMul/weight", "Gemm"))
+    out = quantize(small_model, tmp_path / "q.onnx", recipe, tmp_path / "cal", BatchReader(_calib()))
+    q = onnx.load(str(out))
+    onnx.checker.check_model(q, full_check=True)
+    stayed = fp32_nodes(q, onnx.load(str(small_model)))
+    assert set(stayed) == {"Conv/depthwise", "MatMul/activation"}
+    assert any(n.op_type == "DequantizeLinear" for n in q.graph.node)
+    assert list((tmp_path / "cal").glob("calibration-minmax-*.json"))  # cached: no reader needed the second time
+    quantize(small_model, tmp_path / "q2.onnx", recipe.with_(groups=("Conv",)), tmp_path / "cal")
+    x = _calib(1, 3)[0]
+    ref = make_session(small_model).run(None, {"image": x})
+    got = make_session(out).run(None, {"image": x})
+    assert output_error(ref, got) < 0.2
+
+
+def test_latency_pass_drops_the_group_that_slows_int8_down(tmp_path: Path) -> None:
+    present = {"Conv": ["c"], "Conv/depthwise": ["d"], "Gemm": ["g"]}
+    cost = {"Conv": 0.7, "Conv/depthwise": 1.3, "Gemm": 0.9}  # relative time of each group in INT8 vs FP32
+
+    def quant(recipe: QuantRecipe, tag: str) -> Path:
+        return tmp_path / ("+".join(sorted(recipe.groups)) or "none")
+
+    def speed(paths: dict[str, Path]) -> dict[str, float]:
+        groups = {n: [g for g in p.name.split("+") if g in cost] for n, p in paths.items()}
+        return {n: 3.0 / (sum(cost[g] for g in gs) + 3 - len(gs)) for n, gs in groups.items()}
+
+    report = S.SensitivityReport(recipe_for("vnni"))
+    chosen = S.latency_pass(recipe_for("vnni"), present, quant, speed, min_gain=0.03, report=report)
+    assert set(chosen.groups) == {"Conv", "Gemm"}
+    assert any("Conv/depthwise" in n for n in report.notes)
+
+
+def test_accuracy_pass_keeps_the_fewest_sensitive_nodes_fp32(tmp_path: Path) -> None:
+    present = {"Gemm": [f"n{i}" for i in range(10)]}
+    bad = {"n3": 0.02, "n7": 0.01, "n5": 0.004}  # accuracy each node costs in INT8
+
+    def quant(recipe: QuantRecipe, tag: str) -> Path:
+        return tmp_path / ("x" + "+".join(sorted(recipe.nodes_to_exclude)))
+
+    def lost(p: Path) -> float:
+        kept = set(p.name[1:].split("+"))
+        return sum(v for k, v in bad.items() if k not in kept)
+
+    recipe = recipe_for("vnni").with_(groups=("Gemm",))
+    report = S.SensitivityReport(recipe)
+    chosen = S.accuracy_pass(recipe, present, quant, error=lost, metric=lambda p: 0.9 - lost(p), baseline=0.9,
+                             max_drop=0.005, report=report)  # fmt: skip
+    assert set(chosen.nodes_to_exclude) == {"n3", "n7"}
+    assert report.nodes[0]["node"] == "n3" and report.trace[0]["kept_fp32"] == 0
+    assert S.accuracy_pass(recipe, present, quant, lost, lambda p: 0.9, 0.9, 0.005) == recipe  # nothing to do
+
+
+def test_build_int8_end_to_end(small_model: Path, tmp_path: Path) -> None:
+    res = build_int8(small_model, tmp_path / "m.int8.onnx", tmp_path / "work", _calib(), _calib(1, 4)[0],
+                     recipe_for("vnni"), threads=1, latency_runs=2, metadata={"facetx.precision": "int8"})  # fmt: skip
+    model = onnx.load(str(res.path))
+    assert {p.key: p.value for p in model.metadata_props}["facetx.precision"] == "int8"
+    assert res.speedup_vs_fp32 is not None and res.speedup_vs_fp32 > 0
+    assert set(res.recipe.groups) <= set(res.groups)
+    out = OrtPredictor(make_session(res.path))(torch.rand(2, 3, 32, 32))
+    assert out["embedding"].shape == (2, 16)
+
+
+def test_calibration_reader_and_materialized_set() -> None:
+    reader = BatchReader(_calib(3, 4), fixed_batch=5)
+    assert [b["image"].shape[0] for b in iter(reader.get_next, None)] == [5, 5]
+    reader.rewind()
+    assert reader.get_next() is not None
+
+    class DS(torch.utils.data.Dataset):
+        name, pairs = "s", torch.tensor([[0, 1, 1]])
+
+        def __len__(self) -> int:
+            return 6
+
+        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+            img = torch.full((3, 4, 4), i / 255.0)
+            return {"image": img, "index": torch.tensor(i)}
+
+    m = MaterializedSet(DS(), limit=4)
+    assert len(m) == 4 and m.name == "s" and torch.equal(m.pairs, DS.pairs)
+    assert torch.equal(m[3]["image"], DS()[3]["image"]) and m.images.dtype == torch.uint8
+    batches = sample_batches(DS(), batch_size=4, num_batches=3, seed=0)
+    assert [len(b) for b in batches] == [4, 2]
+    with pytest.raises(ValueError, match="batch_size"):
+        sample_batches(DS(), 0, 1)
+
+
+def test_interleaved_timing_and_paired_ratio() -> None:
+    calls = {"a": 0, "b": 0}
+
+    def fn(name: str):
+        return lambda: calls.__setitem__(name, calls[name] + 1)
+
+    timings, samples = time_interleaved({"a": fn("a"), "b": fn("b")}, batch=4, warmup=2, runs=6, block=3)
+    assert samples["a"].shape == (2, 3) and timings["a"].runs == 6 and timings["a"].images_per_s > 0
+    assert calls["a"] == calls["b"] == 2 + 2 + 6  # warm-up, one settling call per block, timed runs
+    assert paired_ratio(np.array([[2.0, 2.0], [4.0, 4.0]]), np.array([[1.0, 1.0], [1.0, 1.0]])) == 3.0
+
+
+def test_sysinfo_and_table(tmp_path: Path) -> None:
+    s = sysinfo.system_summary()
+    assert s["isa_regime"] in sysinfo.REGIMES and "onnxruntime" in s["versions"] and s["git_commit"]
+    assert set(sysinfo.isa_flags()) <= set(sysinfo.cpu_flags())
+    m = {"recognition/acc": 0.9, "recognition/acc_std": 0.01, "recognition/tar@far=1e-3": 0.5, "landmarks/nme": 0.1,
+         "spoof/apcer": 0.1, "spoof/acer": 0.2}  # fmt: skip
+    assert metric_columns(m) == ["recognition/acc", "recognition/tar@far=1e-3", "landmarks/nme", "spoof/acer"]
+    rows = [{"model": "m", "runtime": "onnxruntime", "precision": "int8", "batch": 1, "p50_ms": 1.5,
+             "isa_flags": "avx2", "recognition/acc": 0.9}]  # fmt: skip
+    write_csv(rows, tmp_path / "b.csv")
+    write_markdown(rows, tmp_path / "b.md", "t", {"cpu": "x"}, ["note"])
+    assert "recognition/acc" in (tmp_path / "b.csv").read_text().splitlines()[0]
+    assert "| m | onnxruntime | int8 |" in (tmp_path / "b.md").read_text()
