@@ -1,0 +1,94 @@
+"""Compare finished runs (teacher, student alone, distilled student) in one table: metrics, size, cost, latency.
+
+``python -m facetx.bench.compare DIR [DIR ...] [--out results.md]`` reads each run's ``metrics.json`` and rebuilds its
+network from ``checkpoints/last.ckpt`` (no Lightning), then times every network at batch 1 in the same interleaved
+rounds (eager PyTorch and ONNX Runtime FP32, threads pinned), so latency ratios hold on a loaded machine too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+from facetx.bench.runtime import count_gflops, count_params, ort_call, paired_ratio, time_interleaved, torch_call
+from facetx.bench.sysinfo import system_summary
+from facetx.training.checkpoint import load_checkpoint, load_face_net
+
+KEYS = [
+    ("recognition/acc", "verif. acc", 100),
+    ("recognition/tar@far=1e-3", "TAR@FAR=1e-3", 100),
+    ("landmarks/nme", "NME", 100),
+    ("expression/acc", "expr. acc", 100),
+    ("spoof/acer", "spoof ACER", 100),
+]
+
+
+def load_run(run_dir: Path) -> tuple[str, torch.nn.Module, dict[str, float]]:
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    config = load_checkpoint(ckpt)["facetx"]["config"]
+    prefix = "student." if config.get("task_name") == "distill" else "net."
+    net, _ = load_face_net(ckpt, prefix=prefix)
+    label = f"{config.get('model_name')} ({'distilled' if prefix == 'student.' else 'trained alone'})"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return label, net, metrics
+
+
+def main(argv: list[str] | None = None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path, help="run directories (hydra.run.dir of train.py / distill.py)")
+    ap.add_argument("--split", default="test", choices=("val", "test"), help="which held-out metrics to show")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs-per-model", type=int, default=60)
+    ap.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    from facetx.export.onnx_export import ExportWrapper, export_onnx, head_names
+    from facetx.export.ort import make_session
+
+    rows, fns = [], {}
+    x = torch.rand(1, 3, 112, 112)
+    with tempfile.TemporaryDirectory(prefix="facetx-compare-") as tmp:
+        for i, run in enumerate(args.runs):
+            label, net, metrics = load_run(run)
+            names = head_names(net)
+            onnx_path = Path(tmp) / f"m{i}.onnx"
+            export_onnx(ExportWrapper(net, names), onnx_path, names, dynamic_batch=False, batch_size=1)
+            session = make_session(onnx_path, threads=args.threads)
+            fns[f"{i}/torch"] = torch_call(net, x)
+            fns[f"{i}/ort"] = ort_call(session, x.numpy())
+            rows.append({"label": label, "run": str(run), "params_m": count_params(net) / 1e6,
+                         "gflops": count_gflops(net), "metrics": metrics})  # fmt: skip
+        timings, samples = time_interleaved(fns, batch=1, warmup=10, runs=args.runs_per_model)
+    base = 0  # ratios against the first run (put the teacher first)
+    head = ["run", *[k[1] for k in KEYS], "params (M)", "GFLOPs", "eager ms", "ORT ms", "ORT speed-up vs first"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, r in enumerate(rows):
+        m = r["metrics"]
+        cells = [r["label"]]
+        for key, _, scale in KEYS:
+            v = m.get(f"{args.split}/{key}")
+            cells.append("–" if v is None else f"{scale * v:.2f}")
+        speed = paired_ratio(samples[f"{base}/ort"], samples[f"{i}/ort"])
+        cells += [f"{r['params_m']:.2f}", f"{r['gflops']:.2f}", f"{timings[f'{i}/torch'].p50_ms:.1f}",
+                  f"{timings[f'{i}/ort'].p50_ms:.1f}", f"{speed:.1f}x"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    sysinfo = system_summary()
+    note = (
+        f"\n{args.split} split of the embedded synthetic faces (held-out identities); NME and ACER in %, lower is "
+        f"better. Batch 1, {args.threads} threads, median of {args.runs_per_model} interleaved runs; "
+        f"CPU: {sysinfo.get('cpu')}, load average {sysinfo.get('load_average')}."
+    )
+    table = "\n".join(lines) + "\n" + note + "\n"
+    print(table)
+    if args.out:
+        args.out.write_text(table)
+    return table
+
+
+if __name__ == "__main__":
+    main()
