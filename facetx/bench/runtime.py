@@ -86,6 +86,20 @@ def paired_ratio(numerator: np.ndarray, denominator: np.ndarray) -> float:
     return float(np.median(np.median(a, axis=1) / np.median(b, axis=1)))
 
 
+def cpu_ms_per_call(fn: Callable[[], object], runs: int = 10, settle_s: float = 0.05) -> float:
+    """Process CPU time (all threads) per call, in ms: the work a call costs, nearly independent of other load.
+
+    Only meaningful when the runtime does not spin-wait between calls (ORT ``allow_spinning=0``, OpenMP passive):
+    spinning threads are counted as work. ``settle_s``: pause first so other sessions' spinning threads go to sleep.
+    """
+    fn()
+    time.sleep(settle_s)
+    t0 = time.process_time()
+    for _ in range(runs):
+        fn()
+    return (time.process_time() - t0) * 1e3 / runs
+
+
 def torch_call(net: nn.Module, images: torch.Tensor) -> Callable[[], object]:
     """A zero-argument call of ``net(images)`` without autograd (eager mode)."""
 

@@ -109,4 +109,5 @@ def system_summary() -> dict[str, object]:
         "versions": library_versions(),
         "git_commit": git_commit(),
         "load_average": load_average(),
+        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY") if k in os.environ},
     }

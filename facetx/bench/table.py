@@ -9,11 +9,11 @@ from pathlib import Path
 
 #: leading columns, in order; metric columns follow, then the run context
 BASE_COLUMNS = ("model", "runtime", "precision", "graph", "batch", "params_m", "gflops", "size_mb", "p50_ms",
-                "p95_ms", "images_per_s", "speed_vs_ort_fp32")  # fmt: skip
+                "p95_ms", "images_per_s", "speed_vs_ort_fp32", "cpu_ms")  # fmt: skip
 CONTEXT_COLUMNS = ("threads", "device", "cpu", "isa_flags", "isa_regime", "load_avg", "versions", "git_commit", "seed",
                    "runs", "source")  # fmt: skip
 _MD_COLUMNS = ("model", "runtime", "precision", "graph", "batch", "params_m", "gflops", "size_mb", "p50_ms", "p95_ms",
-               "images_per_s", "speed_vs_ort_fp32")  # fmt: skip
+               "images_per_s", "speed_vs_ort_fp32", "cpu_ms")  # fmt: skip
 
 
 def metric_columns(metrics: Mapping[str, float]) -> list[str]:

@@ -20,6 +20,7 @@ from facetx.bench.runtime import (
     Timing,
     count_gflops,
     count_params,
+    cpu_ms_per_call,
     ort_call,
     paired_ratio,
     time_interleaved,
@@ -104,6 +105,14 @@ def benchmark(
         if fns:
             w, n = _plan_runs(fns, warmup, runs, min_runs, seconds_per_case)
             timings, samples = time_interleaved(fns, batch=int(batch), warmup=w, runs=n, block=max(1, n // 5))
+        # the load-independent view: CPU time per call without spin-waiting (fresh non-spinning ORT sessions)
+        cpu_ms = {}
+        for c in cpu:
+            if c.runtime == "onnxruntime":
+                fn = ort_call(make_session(c.path, threads, spinning=False), x)
+            else:
+                fn = fns[c.name]
+            cpu_ms[c.name] = cpu_ms_per_call(fn, runs=max(2, min(n, 20)))
         gpu_name = None
         for c in todo:
             if c.runtime == "tensorrt":
@@ -123,6 +132,7 @@ def benchmark(
                 "runtime": c.runtime, "precision": c.precision, "graph": c.graph, "batch": int(batch),
                 "params_m": round(params_m, 3), "gflops": round(gflops, 3), "size_mb": round(_size_mb(c), 3),
                 "p50_ms": round(t.p50_ms, 3), "p95_ms": round(t.p95_ms, 3), "images_per_s": round(t.images_per_s, 1),
+                "cpu_ms": round(cpu_ms[c.name], 3) if c.name in cpu_ms else None,
                 "runs": t.runs, "load_avg": round(load, 2),
                 "device": gpu_name if c.runtime == "tensorrt" else f"cpu ({cpu_model()})",
             }  # fmt: skip

@@ -97,6 +97,7 @@ def int8_stage(
         "fp32_nodes": res.fp32_nodes,
         "sensitivity": {
             "groups": res.report.groups,
+            "group_errors": res.report.group_errors,
             "nodes": res.report.nodes[:50],
             "trace": res.report.trace,
             "notes": res.report.notes,
@@ -146,6 +147,10 @@ def write_int8_report(
         for g in r["sensitivity"]["groups"]:
             lines.append(f"| {g['round']} | {g['group']} | {g['nodes']} | {g['speedup_int8']:.3f}x | "
                          f"{g['speedup_without_group']:.3f}x |")  # fmt: skip
+    if r["sensitivity"]["group_errors"]:
+        lines += ["", "## Accuracy cost per group (output error vs FP32 on training images; lower is better)", "",
+                  "| variant | output error |", "|---|---|"]  # fmt: skip
+        lines += [f"| {g['group']} | {g['error']:.5f} |" for g in r["sensitivity"]["group_errors"]]
     if r["sensitivity"]["trace"]:
         lines += ["", "## Accuracy pass (val selection metric)", "",
                   "| nodes kept FP32 | metric | drop | output error |", "|---|---|---|---|"]  # fmt: skip

@@ -31,6 +31,14 @@ RUNS = {"torch/fp32": ("torch", "fp32"), "onnxruntime/fp32": ("onnxruntime", "fp
         "tensorrt/int8": ("tensorrt", "int8")}  # fmt: skip
 
 
+TABLE_NOTES = (
+    "p50/p95: wall-clock latency per call (batch images), after warm-up; CPU runtimes of one batch size are timed in "
+    "interleaved blocks so they share the same machine load; speed_vs_ort_fp32 is the median of per-round ratios",
+    "cpu_ms: process CPU time per call over all threads with spin-waiting off: the work a call costs, close to the "
+    "latency a quiet machine gives at 1 thread; load_avg: the 1-minute load average while timing",
+)
+
+
 def load_network(ckpt_path: str | Path) -> tuple[torch.nn.Module, dict[str, Any], str]:
     """``(network in eval mode, run config, role)``: a distillation checkpoint (config key ``student``) exports its
     student, any other its ``net``. No Lightning: the stored config rebuilds the network."""
@@ -141,8 +149,9 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     context = {"checkpoint": str(ckpt), "held-out split": data.report_split, "cpu": system["cpu"],
                "ISA flags": " ".join(system["isa_flags"]), "INT8 regime": system["isa_regime"],
                "threads (intra-op, pinned)": threads or "default", "versions": system["versions"],
-               "git commit": system["git_commit"], "seed": seed,
+               "git commit": system["git_commit"], "seed": seed, "environment": system["env"],
                "load average at start": system["load_average"]}  # fmt: skip
+    notes = [*notes, *TABLE_NOTES]
     write_csv(rows, out / "benchmark.csv")
     write_markdown(rows, out / "benchmark.md", f"facetx export benchmark: {model_name} ({role})", context, notes)
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")

@@ -107,6 +107,7 @@ def build_int8(
         current = S.latency_pass(current, groups, variants, speed, min_gain=min_gain, report=report)
     else:
         current = current.with_(groups=tuple(g for g in current.groups if groups.get(g)))
+    report.group_errors = S.group_errors(current, variants, error)
     if select is not None:
         if baseline is None:
             raise ValueError("build_int8: select needs the FP32 baseline metric")

@@ -33,6 +33,7 @@ class SensitivityReport:
     groups: list[dict] = field(default_factory=list)
     nodes: list[dict] = field(default_factory=list)
     trace: list[dict] = field(default_factory=list)
+    group_errors: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -68,6 +69,15 @@ def latency_pass(
         if report is not None:
             report.notes.append(f"{best}: kept in FP32 (INT8 without it: {s[best]:.2f}x FP32 vs {s['current']:.2f}x)")
     return current
+
+
+def group_errors(recipe: QuantRecipe, quantize: QuantizeFn, error: ScoreFn) -> list[dict]:
+    """Accuracy cost per group: the output error of the INT8 model with all groups, then with each one left FP32."""
+    rows = [{"group": "all INT8", "error": error(quantize(recipe, "grp-all"))}]
+    for g in recipe.groups:
+        rest = tuple(x for x in recipe.groups if x != g)
+        rows.append({"group": f"{g} in FP32", "error": error(quantize(recipe.with_(groups=rest), f"grp-no-{g}"))})
+    return rows
 
 
 def node_errors(

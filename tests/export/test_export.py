@@ -108,7 +108,7 @@ def test_benchmark_rows_state_threads_isa_and_versions(fp32_export: tuple[Path, 
     rows = report["benchmark"]
     assert {(r["runtime"], r["precision"]) for r in rows} >= {("torch", "fp32"), ("onnxruntime", "fp32")}
     for r in rows:
-        assert r["threads"] == 2 and r["p50_ms"] > 0 and r["images_per_s"] > 0
+        assert r["threads"] == 2 and r["p50_ms"] > 0 and r["images_per_s"] > 0 and r["cpu_ms"] > 0
         assert "isa_flags" in r and r["isa_regime"] and "onnxruntime" in r["versions"]
         assert "recognition/acc" in r
     header = (out / "benchmark.csv").read_text().splitlines()[0].split(",")
@@ -128,6 +128,7 @@ def test_int8_export_reports_both_precisions(tiny_ckpt: Path, tmp_path: Path) ->
     assert set(q["fp32_nodes"]) <= set(q["groups"])
     text = (tmp_path / "int8_report.md").read_text()
     assert "| recognition/acc |" in text and "Stayed in FP32" in text and "FP32 (ORT) | INT8 (ORT)" in text
+    assert [g["group"] for g in q["sensitivity"]["group_errors"]][0] == "all INT8"
     assert {r["precision"] for r in report["benchmark"] if r["runtime"] == "onnxruntime"} == {"fp32", "int8"}
     sess = make_session(tmp_path / "model.int8.onnx", threads=2)
     outs = sess.run(None, {"image": _images(3).numpy()})
