@@ -1,0 +1,65 @@
+"""Find the checkpoints ``make bench`` exports: the newest teacher and the newest distilled default student.
+
+``python -m facetx.export.locate teacher|student [--root outputs]`` prints the path (or exits with a one-line error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from facetx.training.checkpoint import CONFIG_KEY, load_checkpoint
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def default_student() -> str:
+    """The ``student`` choice in conf/distill.yaml's defaults list (the default student)."""
+    path = CONF_DIR / "distill.yaml"
+    for entry in OmegaConf.to_container(OmegaConf.load(path)).get("defaults", []):
+        if isinstance(entry, dict) and "student" in entry:
+            return str(entry["student"])
+    raise ValueError(f"{path}: no 'student' entry in the defaults list")
+
+
+def newest_checkpoint(search_dir: str | Path, task_name: str, model_name: str | None = None) -> Path:
+    """The newest ``checkpoints/last.ckpt`` under ``search_dir`` whose stored config has ``task_name`` (and
+    ``model_name`` when given)."""
+    root = Path(search_dir)
+    found = []
+    for p in root.rglob("checkpoints/last.ckpt") if root.is_dir() else []:
+        try:
+            cfg = load_checkpoint(p)[CONFIG_KEY]["config"]
+        except (ValueError, RuntimeError, OSError):
+            continue
+        if cfg.get("task_name") == task_name and (model_name is None or cfg.get("model_name") == model_name):
+            found.append(p)
+    if not found:
+        what = f"{task_name} checkpoint" + (f" of {model_name}" if model_name else "")
+        raise FileNotFoundError(f"no {what} under {root.resolve()}")
+    return max(found, key=lambda p: p.stat().st_mtime)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("which", choices=("teacher", "student"))
+    parser.add_argument("--root", default="outputs", help="the runs' log_dir (paths.log_dir)")
+    args = parser.parse_args(argv)
+    try:
+        if args.which == "teacher":
+            path = newest_checkpoint(Path(args.root) / "train", "train", "teacher")
+        else:
+            path = newest_checkpoint(Path(args.root) / "distill", "distill", default_student())
+    except (FileNotFoundError, ValueError) as e:
+        hint = "python train.py model=teacher" if args.which == "teacher" else "python distill.py"
+        print(f"locate {args.which}: {e}; run `{hint}` first or pass the checkpoint explicitly", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
