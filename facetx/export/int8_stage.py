@@ -49,7 +49,8 @@ def int8_stage(
     seed = int(cfg.seed)
     bs = int(cfg.eval.batch_size)
     recipe = choose_recipe(q.recipe, q.get("per_channel"), q.get("reduce_range"), q.get("activation_type"),
-                           q.get("groups"), list(q.get("nodes_to_exclude") or []), str(q.calibrate_method))  # fmt: skip
+                           q.get("groups"), list(q.get("nodes_to_exclude") or []), str(q.calibrate_method),
+                           bool(q.weight_only_fallback))  # fmt: skip
     regime = sysinfo.isa_regime()
     log.info("INT8 recipe %r (CPU regime %s, flags %s): %s", recipe.name, regime, " ".join(sysinfo.isa_flags()),
              recipe.as_dict())  # fmt: skip
@@ -95,6 +96,7 @@ def int8_stage(
         },  # fmt: skip
         "groups": {g: {"nodes": len(n), "int8": quantized[g]} for g, n in res.groups.items()},
         "fp32_nodes": res.fp32_nodes,
+        "weight_only_nodes": res.weight_only,
         "sensitivity": {
             "groups": res.report.groups,
             "group_errors": res.report.group_errors,
@@ -136,17 +138,22 @@ def write_int8_report(
     lines += ["", "## Node groups", "", "| group | nodes | INT8 | FP32 |", "|---|---|---|---|"]
     for g, c in r["groups"].items():
         lines.append(f"| {g} | {c['nodes']} | {c['int8']} | {c['nodes'] - c['int8']} |")
-    lines += ["", "## Stayed in FP32", ""]
+    lines += ["", "## Stayed in FP32 (compute)", ""]
     if not any(r["fp32_nodes"].values()):
         lines.append("- nothing: every compute node is INT8")
+    wo = set(r["weight_only_nodes"])
     for g, nodes in r["fp32_nodes"].items():
-        lines.append(f"- {g}: {', '.join(f'`{n}`' for n in nodes)}")
+        lines.append(f"- {g}: {', '.join(f'`{n}`' + (' (int8 weights)' if n in wo else '') for n in nodes)}")
+    if wo:
+        lines.append("- (int8 weights): computes in FP32, weights stored int8 behind a DequantizeLinear (INT8 compute "
+                     "was slower here; ONNX Runtime folds the dequantization at load)")  # fmt: skip
     if r["sensitivity"]["groups"]:
         lines += ["", "## Latency pass (speed-up over FP32 at batch 1; per round, removing one group)", "",
-                  "| round | group | nodes | INT8 | INT8 without group |", "|---|---|---|---|---|"]  # fmt: skip
+                  "| round | group | nodes | INT8 | INT8 without group | decision |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
         for g in r["sensitivity"]["groups"]:
             lines.append(f"| {g['round']} | {g['group']} | {g['nodes']} | {g['speedup_int8']:.3f}x | "
-                         f"{g['speedup_without_group']:.3f}x |")  # fmt: skip
+                         f"{g['speedup_without_group']:.3f}x | {g['decision']} |")  # fmt: skip
     if r["sensitivity"]["group_errors"]:
         lines += ["", "## Accuracy cost per group (output error vs FP32 on training images; lower is better)", "",
                   "| variant | output error |", "|---|---|"]  # fmt: skip

@@ -19,7 +19,7 @@ from facetx.bench.runtime import ort_call, paired_ratio, time_interleaved
 from facetx.export.ort import make_session
 from facetx.quant import sensitivity as S
 from facetx.quant.calibration import BatchReader
-from facetx.quant.static import QuantRecipe, fp32_nodes, node_groups, preprocess, quantize
+from facetx.quant.static import QuantRecipe, fp32_nodes, node_groups, preprocess, quantize, weight_only_nodes
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ class Int8Result:
     report: S.SensitivityReport
     groups: dict[str, list[str]]
     fp32_nodes: dict[str, list[str]]
+    weight_only: list[str]
     speedup_vs_fp32: float | None
 
 
@@ -70,7 +71,7 @@ def build_int8(
     baseline: float | None = None,
     max_drop: float = 0.005,
     latency_search: bool = True,
-    min_gain: float = 0.03,
+    min_gain: float = 0.08,
     latency_runs: int = 30,
     max_nodes: int | None = None,
     metadata: Mapping[str, str] | None = None,
@@ -124,7 +125,7 @@ def build_int8(
     onnx.save(model, str(out_path))
     stayed = fp32_nodes(model, pre_model)
     speedup = speed({"final": out_path})["final"] if latency_search else None
-    return Int8Result(out_path, current, report, groups, stayed, speedup)
+    return Int8Result(out_path, current, report, groups, stayed, weight_only_nodes(model), speedup)
 
 
 def cleanup(work_dir: str | Path) -> None:

@@ -47,10 +47,12 @@ def choose_recipe(
     groups: Sequence[str] | None = None,
     nodes_to_exclude: Sequence[str] = (),
     calibrate_method: str = "minmax",
+    weight_only_fallback: bool = True,
 ) -> QuantRecipe:
     """``recipe="auto"``: from this CPU's ISA flags; any other argument that is not ``None`` overrides the recipe."""
     base = recipe_for(isa_regime() if recipe == "auto" else recipe)
-    changes: dict[str, object] = {"calibrate_method": calibrate_method, "nodes_to_exclude": tuple(nodes_to_exclude)}
+    changes: dict[str, object] = {"calibrate_method": calibrate_method, "nodes_to_exclude": tuple(nodes_to_exclude),
+                                  "weight_only_fallback": bool(weight_only_fallback)}  # fmt: skip
     if per_channel is not None:
         changes["per_channel"] = bool(per_channel)
     if reduce_range is not None:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import numpy_helper
 
@@ -33,6 +34,8 @@ class QuantRecipe:
 
     ``groups``: node groups to quantize (see :func:`node_groups`); ``op_types`` beyond :data:`COMPUTE_OPS` (e.g.
     ``Add``, ``Softmax``) quantize whole op types too. ``symmetric_activations``: zero-point 0 (TensorRT needs it).
+    ``weight_only_groups``: groups that compute in FP32 (INT8 is slower for them here) but store int8 weights
+    (:func:`weight_only`); the latency pass fills it when ``weight_only_fallback`` is on.
     """
 
     name: str
@@ -44,6 +47,8 @@ class QuantRecipe:
     op_types: tuple[str, ...] = ()
     symmetric_activations: bool = False
     nodes_to_exclude: tuple[str, ...] = ()
+    weight_only_groups: tuple[str, ...] = ()
+    weight_only_fallback: bool = True
     calibrate_method: str = "minmax"
     extra_options: dict = field(default_factory=dict)
 
@@ -61,11 +66,8 @@ class QuantRecipe:
 
     def as_dict(self) -> dict[str, object]:
         d = asdict(self)
-        d["groups"], d["op_types"], d["nodes_to_exclude"] = (
-            list(self.groups),
-            list(self.op_types),
-            list(self.nodes_to_exclude),
-        )
+        for k in ("groups", "op_types", "nodes_to_exclude", "weight_only_groups"):
+            d[k] = list(d[k])
         return d
 
 
@@ -207,11 +209,17 @@ def quantize(
         extra_options=extra,
         calibration_cache_path=str(cache),
     )
+    if recipe.weight_only_groups:
+        groups = node_groups(model)
+        names = [n for g in recipe.weight_only_groups for n in groups.get(g, []) if n not in recipe.nodes_to_exclude]
+        quantized, _ = weight_only(onnx.load(str(out_path)), names)
+        onnx.save(quantized, str(out_path))
     return Path(out_path)
 
 
 def fp32_nodes(quantized: onnx.ModelProto, reference: onnx.ModelProto) -> dict[str, list[str]]:
-    """``{group: [names]}`` of the reference's compute nodes that stayed FP32 in ``quantized`` (no DQ feeding them)."""
+    """``{group: [names]}`` of the reference's compute nodes that compute in FP32 in ``quantized``: their activation
+    input is not dequantized (a weight-only node, :func:`weight_only`, counts as FP32 compute)."""
     producers = {o: n for n in quantized.graph.node for o in n.output}
     by_name = {n.name: n for n in quantized.graph.node}
     stayed: dict[str, list[str]] = defaultdict(list)
@@ -220,8 +228,72 @@ def fp32_nodes(quantized: onnx.ModelProto, reference: onnx.ModelProto) -> dict[s
             node = by_name.get(name)
             if node is None:
                 continue
-            fed_by_dq = any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear"
-                            for i in node.input[:2])  # fmt: skip
-            if not fed_by_dq:
+            src = producers.get(node.input[0])
+            if src is None or src.op_type != "DequantizeLinear":
                 stayed[group].append(name)
     return dict(stayed)
+
+
+def weight_only_nodes(model: onnx.ModelProto) -> list[str]:
+    """Nodes whose weights were stored int8 by :func:`weight_only` (they compute in FP32)."""
+    return [n.name[: -len("_weight_DQ")] for n in model.graph.node if n.name.endswith("_weight_DQ")]
+
+
+def _weight_axis(node: onnx.NodeProto, ndim: int) -> int | None:
+    """The output-channel axis of a compute node's weight (input 1): per-channel scales run along it."""
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "Gemm":
+        return 0 if next((a.i for a in node.attribute if a.name == "transB"), 0) else 1
+    if node.op_type == "MatMul":
+        return ndim - 1
+    return None
+
+
+def weight_only(model: onnx.ModelProto, nodes: Sequence[str]) -> tuple[onnx.ModelProto, list[str]]:
+    """Store the float weights of ``nodes`` as int8 (symmetric, per output channel) behind a ``DequantizeLinear``.
+
+    The nodes still compute in FP32 (ONNX Runtime folds the constant dequantization), so a node kept in FP32 for speed
+    does not keep its 4-byte weights on disk. Returns the model and the names of the nodes that were converted.
+    """
+    inits = _initializers(model)
+    users: dict[str, int] = defaultdict(int)
+    for n in model.graph.node:
+        for i in n.input:
+            users[i] += 1
+    wanted, done, new_nodes, drop = set(nodes), [], [], set()
+    for n in model.graph.node:
+        if n.name not in wanted or len(n.input) < 2 or n.input[1] not in inits:
+            continue
+        w_init = inits[n.input[1]]
+        if w_init.data_type != onnx.TensorProto.FLOAT or users[w_init.name] != 1:
+            continue
+        w = numpy_helper.to_array(w_init)
+        axis = _weight_axis(n, w.ndim)
+        if axis is None or w.ndim < 2:
+            continue
+        reduce = tuple(i for i in range(w.ndim) if i != axis)
+        scale = np.maximum(np.abs(w).max(axis=reduce), 1e-12).astype(np.float32) / 127.0
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+        base = w_init.name
+        names = [f"{base}_int8", f"{base}_scale", f"{base}_zero"]
+        zero = np.zeros(scale.shape, dtype=np.int8)
+        model.graph.initializer.extend(
+            [numpy_helper.from_array(a, k) for a, k in zip((q, scale, zero), names, strict=True)]
+        )
+        dq = onnx.helper.make_node("DequantizeLinear", names, [f"{base}_dequantized"], axis=axis,
+                                   name=f"{n.name}_weight_DQ")  # fmt: skip
+        new_nodes.append(dq)
+        n.input[1] = f"{base}_dequantized"
+        drop.add(base)
+        done.append(n.name)
+    keep = [t for t in model.graph.initializer if t.name not in drop]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    # the new nodes only read initializers: in front of the graph they keep it topologically sorted
+    nodes_now = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend([*new_nodes, *nodes_now])
+    return model, done

@@ -127,7 +127,7 @@ def test_int8_export_reports_both_precisions(tiny_ckpt: Path, tmp_path: Path) ->
     assert sum(g["int8"] for g in q["groups"].values()) > 0
     assert set(q["fp32_nodes"]) <= set(q["groups"])
     text = (tmp_path / "int8_report.md").read_text()
-    assert "| recognition/acc |" in text and "Stayed in FP32" in text and "FP32 (ORT) | INT8 (ORT)" in text
+    assert "| recognition/acc |" in text and "Stayed in FP32 (compute)" in text and "FP32 (ORT) | INT8 (ORT)" in text
     assert [g["group"] for g in q["sensitivity"]["group_errors"]][0] == "all INT8"
     assert {r["precision"] for r in report["benchmark"] if r["runtime"] == "onnxruntime"} == {"fp32", "int8"}
     sess = make_session(tmp_path / "model.int8.onnx", threads=2)

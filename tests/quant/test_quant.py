@@ -19,7 +19,15 @@ from facetx.quant import sensitivity as S
 from facetx.quant.calibration import BatchReader, MaterializedSet, sample_batches
 from facetx.quant.int8 import build_int8, output_error
 from facetx.quant.recipe import choose_recipe, recipe_for
-from facetx.quant.static import QuantRecipe, fp32_nodes, node_groups, preprocess, quantize
+from facetx.quant.static import (
+    QuantRecipe,
+    fp32_nodes,
+    node_groups,
+    preprocess,
+    quantize,
+    weight_only,
+    weight_only_nodes,
+)
 
 
 class _Net(nn.Module):
@@ -100,6 +108,26 @@ def test_quantize_keeps_excluded_groups_fp32(small_model: Path, tmp_path: Path) 
     assert output_error(ref, got) < 0.2
 
 
+def test_weight_only_nodes_store_int8_and_compute_fp32(small_model: Path, tmp_path: Path) -> None:
+    model = onnx.load(str(small_model))
+    dense = node_groups(model)["Conv"] + node_groups(model)["Conv/depthwise"]
+    q, done = weight_only(onnx.load(str(small_model)), dense)
+    assert sorted(done) == sorted(dense) and sorted(weight_only_nodes(q)) == sorted(dense)
+    onnx.checker.check_model(q, full_check=True)
+    onnx.save(q, str(tmp_path / "wo.onnx"))
+    assert (tmp_path / "wo.onnx").stat().st_size < small_model.stat().st_size
+    assert set(fp32_nodes(q, model)) == set(node_groups(model))  # weight-only still computes in FP32
+    x = _calib(1, 2)[0]
+    ref, got = (
+        make_session(small_model).run(None, {"image": x}),
+        make_session(tmp_path / "wo.onnx").run(None, {"image": x}),
+    )
+    assert output_error(ref, got) < 0.05
+    recipe = recipe_for("vnni").with_(groups=("Conv",), weight_only_groups=("Conv/depthwise",))
+    out = onnx.load(str(quantize(small_model, tmp_path / "q.onnx", recipe, tmp_path / "cal", BatchReader(_calib()))))
+    assert weight_only_nodes(out) == node_groups(model)["Conv/depthwise"]
+
+
 def test_latency_pass_drops_the_group_that_slows_int8_down(tmp_path: Path) -> None:
     present = {"Conv": ["c"], "Conv/depthwise": ["d"], "Gemm": ["g"]}
     cost = {"Conv": 0.7, "Conv/depthwise": 1.3, "Gemm": 0.9}  # relative time of each group in INT8 vs FP32
@@ -113,8 +141,9 @@ def test_latency_pass_drops_the_group_that_slows_int8_down(tmp_path: Path) -> No
 
     report = S.SensitivityReport(recipe_for("vnni"))
     chosen = S.latency_pass(recipe_for("vnni"), present, quant, speed, min_gain=0.03, report=report)
-    assert set(chosen.groups) == {"Conv", "Gemm"}
+    assert set(chosen.groups) == {"Conv", "Gemm"} and chosen.weight_only_groups == ("Conv/depthwise",)
     assert any("Conv/depthwise" in n for n in report.notes)
+    assert [r["decision"] for r in report.groups if r["group"] == "Conv/depthwise"][0] == "FP32"
 
 
 def test_accuracy_pass_keeps_the_fewest_sensitive_nodes_fp32(tmp_path: Path) -> None:
