@@ -104,7 +104,7 @@ def benchmark(
         load = load_average()
         if fns:
             w, n = _plan_runs(fns, warmup, runs, min_runs, seconds_per_case)
-            timings, samples = time_interleaved(fns, batch=int(batch), warmup=w, runs=n, block=max(1, n // 5))
+            timings, samples = time_interleaved(fns, batch=int(batch), warmup=w, runs=n, block=max(1, min(5, n // 10)))
         # the load-independent view: CPU time per call without spin-waiting (fresh non-spinning ORT sessions)
         cpu_ms = {}
         for c in cpu:

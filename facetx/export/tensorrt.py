@@ -29,6 +29,8 @@ def unavailable_reason() -> str | None:
         return f"TensorRT skipped: importing tensorrt failed ({type(e).__name__}: {e})"
     if Version(trt.__version__).major < 10:
         return f"TensorRT skipped: tensorrt {trt.__version__} is installed, the exporter needs TensorRT >= 10"
+    if not hasattr(trt.BuilderFlag, "FP16"):
+        return f"TensorRT skipped: tensorrt {trt.__version__} has no FP16 builder flag (TensorRT 11+ is strongly typed)"
     if not torch.cuda.is_available():
         return "TensorRT skipped: no CUDA device is available to torch"
     return None

@@ -52,6 +52,9 @@ class _Variants:
         self._paths: dict[str, Path] = {}
 
     def __call__(self, recipe: QuantRecipe, tag: str) -> Path:
+        if tag.startswith("node"):
+            # per-node variants are scored once: one file, overwritten, keeps the work folder small
+            return quantize(self.pre, self.work / "node.onnx", recipe, self.work / "calibration", self.reader)
         key = repr(recipe)
         if key not in self._paths:
             path = self.work / f"{tag.replace('/', '_')}.onnx"
@@ -75,12 +78,14 @@ def build_int8(
     latency_runs: int = 30,
     max_nodes: int | None = None,
     metadata: Mapping[str, str] | None = None,
+    proxy_outputs: Sequence[str] | None = None,
 ) -> Int8Result:
     """Quantize ``fp32_path`` into ``out_path`` (Q/DQ, per ``recipe``), keeping in FP32 what costs speed or accuracy.
 
     ``calibration``: float32 ``[B, 3, H, W]`` batches (training images, no augmentation). ``probe``: a few images for
     the output-error proxy and the latency pass. ``select(path) -> metric`` on held-out data with ``baseline`` (FP32)
-    and ``max_drop`` (fraction): the accuracy pass runs only when given.
+    and ``max_drop`` (fraction): the accuracy pass runs only when given. ``proxy_outputs``: the outputs whose error
+    ranks nodes (e.g. ``["embedding"]`` when verification accuracy steers; default all).
     """
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -90,7 +95,8 @@ def build_int8(
     log.info("INT8 recipe %s; compute node groups: %s", recipe.name, {g: len(n) for g, n in groups.items()})
     variants = _Variants(pre, work, BatchReader(calibration))
     fp32_session = make_session(pre, threads)
-    reference = fp32_session.run(None, {"image": probe})
+    proxy = list(proxy_outputs or [o.name for o in fp32_session.get_outputs()])
+    reference = fp32_session.run(proxy, {"image": probe})
     one = probe[:1]
 
     def speed(paths: Mapping[str, Path]) -> dict[str, float]:
@@ -100,7 +106,7 @@ def build_int8(
         return {name: paired_ratio(samples["__fp32__"], samples[name]) for name in paths}
 
     def error(path: Path) -> float:
-        return output_error(reference, make_session(path, threads).run(None, {"image": probe}))
+        return output_error(reference, make_session(path, threads).run(proxy, {"image": probe}))
 
     report = S.SensitivityReport(recipe)
     current = recipe
