@@ -108,6 +108,11 @@ def int8_stage(
         },  # fmt: skip
         "size_bytes": {"fp32": size_fp32, "int8": size_int8},
         "size_ratio": size_fp32 / max(size_int8, 1),
+        "targets": {
+            "max_drop": float(q.max_drop_pt) / 100.0,
+            "min_size_ratio": float(q.targets.min_size_ratio),
+            "min_speedup": float(q.targets.min_speedup),
+        },  # fmt: skip
         "speedup_vs_fp32_b1": res.speedup_vs_fp32,
         "agreement_with_torch": agreement,
     }
@@ -137,6 +142,18 @@ def write_int8_report(
     for k, v in fp32_metrics.items():
         if k in int8_metrics:
             lines.append(f"| {k} | {v:.4f} | {int8_metrics[k]:.4f} | {int8_metrics[k] - v:+.4f} |")
+    lines += ["", "## Targets", "", "| target | wanted | measured | met |", "|---|---|---|---|"]
+    t, key = r["targets"], r["selection_metric"]
+    checks = [("size on disk (FP32 / INT8)", f">= {t['min_size_ratio']:.2f}x", r["size_ratio"], t["min_size_ratio"])]
+    if r["speedup_vs_fp32_b1"] is not None:
+        checks.append(("speed at batch 1 (INT8 / FP32)", f">= {t['min_speedup']:.2f}x", r["speedup_vs_fp32_b1"],
+                       t["min_speedup"]))  # fmt: skip
+    for name, wanted, got, need in checks:
+        lines.append(f"| {name} | {wanted} | {got:.2f}x | {'yes' if got >= need else 'no'} |")
+    if key and key in fp32_metrics and key in int8_metrics:
+        drop = fp32_metrics[key] - int8_metrics[key]
+        lines.append(f"| {key} drop (report split) | <= {t['max_drop'] * 100:.2f} pt | {drop * 100:.2f} pt | "
+                     f"{'yes' if drop <= t['max_drop'] else 'no'} |")  # fmt: skip
     lines += ["", "## Node groups", "", "| group | nodes | INT8 | FP32 |", "|---|---|---|---|"]
     for g, c in r["groups"].items():
         lines.append(f"| {g} | {c['nodes']} | {c['int8']} | {c['nodes'] - c['int8']} |")

@@ -129,6 +129,7 @@ def test_int8_export_reports_both_precisions(tiny_ckpt: Path, tmp_path: Path) ->
     text = (tmp_path / "int8_report.md").read_text()
     assert "| recognition/acc |" in text and "Stayed in FP32 (compute)" in text and "FP32 (ORT) | INT8 (ORT)" in text
     assert [g["group"] for g in q["sensitivity"]["group_errors"]][0] == "all INT8"
+    assert "| size on disk (FP32 / INT8) | >= 3.50x |" in text
     assert {r["precision"] for r in report["benchmark"] if r["runtime"] == "onnxruntime"} == {"fp32", "int8"}
     sess = make_session(tmp_path / "model.int8.onnx", threads=2)
     outs = sess.run(None, {"image": _images(3).numpy()})
