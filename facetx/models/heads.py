@@ -73,22 +73,35 @@ class LandmarkHead(nn.Module):
 
 
 class ClassifierHead(nn.Module):
-    """Pooled linear classifier ``[B, num_classes]`` logits (expression, spoof)."""
+    """Linear classifier ``[B, num_classes]`` logits (expression, spoof).
+
+    ``pool="avg"`` reads the pooled map (any grid); ``pool="flatten"`` keeps positions (1x1 reduce, flatten, MLP):
+    expressions live in a few tokens (mouth, brows) that average pooling dilutes among the rest of the face.
+    """
 
     def __init__(
-        self, in_channels: int, grid: tuple[int, int], num_classes: int, hidden: int = 0, dropout: float = 0.0
+        self,
+        in_channels: int,
+        grid: tuple[int, int],
+        num_classes: int,
+        pool: str = "avg",
+        hidden: int = 0,
+        reduce_channels: int = 32,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        del grid  # pooled: any grid
-        layers: list[nn.Module] = [
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(1),
-            nn.LayerNorm(in_channels),
-            nn.Dropout(dropout),
-        ]
+        if pool == "avg":
+            layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.LayerNorm(in_channels)]
+            width = in_channels
+        elif pool == "flatten":
+            layers = [_Reduce(in_channels, reduce_channels), nn.Flatten(1)]
+            width = reduce_channels * grid[0] * grid[1]
+        else:
+            raise ValueError(f"ClassifierHead pool must be 'avg' or 'flatten', got {pool!r}")
+        layers.append(nn.Dropout(dropout))
         if hidden:
-            layers += [nn.Linear(in_channels, hidden), nn.GELU()]
-        layers.append(nn.Linear(hidden or in_channels, num_classes))
+            layers += [nn.Linear(width, hidden), nn.GELU()]
+        layers.append(nn.Linear(hidden or width, num_classes))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
