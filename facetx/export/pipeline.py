@@ -178,7 +178,9 @@ def run_benchmark(
         cases.append(BenchCase("onnxruntime", "int8", graph, path=paths["int8"]))
     for prec in ("fp16", "int8"):
         if f"trt_{prec}" in paths:
-            cases.append(BenchCase("tensorrt", prec, "engine", path=paths[f"trt_{prec}"]))
+            hi = int(cfg.export.trt_max_batch) if cfg.export.dynamic_batch else int(cfg.export.batch_size)
+            fits = tuple(int(x) for x in cfg.bench.batches if int(x) <= hi)
+            cases.append(BenchCase("tensorrt", prec, "engine", path=paths[f"trt_{prec}"], batches=fits))
     b = cfg.bench
     return benchmark(cases, net, real.numpy(), [int(x) for x in b.batches], threads, int(b.warmup), int(b.runs),
                      int(b.min_runs), float(b.seconds_per_case), input_size)  # fmt: skip

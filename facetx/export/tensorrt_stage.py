@@ -63,7 +63,8 @@ def tensorrt_stage(
     for prec in ("fp16", "int8"):
         if f"trt_{prec}" in built:
             runner = TrtRunner(built[f"trt_{prec}"])
-            metrics[f"tensorrt/{prec}"] = evaluate(runner, data.report, batch_size=int(cfg.eval.batch_size))
+            bs = min(int(cfg.eval.batch_size), batches[2])  # the engine's profile ends at batches[2]
+            metrics[f"tensorrt/{prec}"] = evaluate(runner, data.report, batch_size=bs)
             agreement[prec] = output_agreement(net, runner, real, names)
     report["agreement_with_torch"] = agreement
     return {"paths": built, "metrics": metrics, "report": report, "notes": []}
