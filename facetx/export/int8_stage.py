@@ -110,8 +110,8 @@ def int8_stage(
         "size_ratio": size_fp32 / max(size_int8, 1),
         "targets": {
             "max_drop": float(q.max_drop_pt) / 100.0,
-            "min_size_ratio": float(q.targets.min_size_ratio),
-            "min_speedup": float(q.targets.min_speedup),
+            "min_size_ratio": float((q.get("targets") or {}).get("min_size_ratio", 3.5)),
+            "min_speedup": float((q.get("targets") or {}).get("min_speedup", 0.95)),
         },  # fmt: skip
         "speedup_vs_fp32_b1": res.speedup_vs_fp32,
         "agreement_with_torch": agreement,
