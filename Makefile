@@ -26,8 +26,9 @@ train: install  ## train the teacher on the embedded synthetic faces (CPU profil
 test: install weights  ## the test suite (CPU, no downloads beyond the install)
 	$(PY) -m pytest -q $(ARGS)
 
-bench: install  ## throughput benchmarks (not tests): training, data pipeline, framework overhead
+bench: install  ## benchmarks (not tests): training/data throughput, then the export table for teacher + student
 	$(PY) -m facetx.bench.train_speed $(ARGS)
+	PY=$(PY) bash scripts/bench_export.sh
 
 lint: install
 	$(PY) -m ruff check facetx tests train.py
