@@ -46,7 +46,16 @@ def test_teacher_is_vit_small_with_64_tokens(make_cfg) -> None:
 
 
 def test_window_attention_is_local_and_equals_global_with_one_window() -> None:
-    kw = dict(img_size=112, patch_size=14, embed_dim=32, depth=1, num_heads=2, class_token=False, global_pool="avg", num_classes=0)
+    kw = dict(
+        img_size=112,
+        patch_size=14,
+        embed_dim=32,
+        depth=1,
+        num_heads=2,
+        class_token=False,
+        global_pool="avg",
+        num_classes=0,
+    )
     torch.manual_seed(0)
     glob, win = FaceViT(**kw).eval(), FaceViT(window=8, **kw).eval()
     win.load_state_dict(glob.state_dict())
