@@ -23,7 +23,7 @@ def test_train_writes_the_output_contract(make_cfg, tmp_path: Path) -> None:
     assert on_disk == pytest.approx(metrics)
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert list((tmp_path / "checkpoints").glob("best-*.ckpt"))
-    assert (tmp_path / "csv" / "metrics.csv").is_file()
+    assert list((tmp_path / "csv").glob("version_*/metrics.csv"))
     # the checkpoint rebuilds the network without Lightning or the YAML, and loads weights-only
     ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     config = ckpt["facetx"]["config"]
