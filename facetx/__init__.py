@@ -1,2 +1,3 @@
 """facetx: real-time face transformers."""
+
 __version__ = "0.1.0"

@@ -126,26 +126,6 @@ class DistillModule(EvalMixin, pl.LightningModule):
         self.log_dict({f"train/{k}/loss": v for k, v in losses.items() if k != "loss"}, batch_size=bs)
         return losses["loss"]
 
-    def on_validation_epoch_start(self) -> None:
-        self._start_eval(self.trainer.val_dataloaders)
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, dataloader_idx)
-
-    def on_validation_epoch_end(self) -> None:
-        self._end_eval("val")
-        if not self.trainer.sanity_checking:
-            self.last_validated_step = self.global_step
-
-    def on_test_epoch_start(self) -> None:
-        self._start_eval(self.trainer.test_dataloaders)
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, dataloader_idx)
-
-    def on_test_epoch_end(self) -> None:
-        self._end_eval("test")
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}
 

@@ -43,6 +43,7 @@ class EvalMixin:
     """Validation/test over every held-out dataloader with :class:`HeldOutEvaluator`; logs ``<stage>/<key>``."""
 
     fars: Sequence[float] = (1e-3,)
+    last_validated_step: int | None = None
     _evaluators: list[HeldOutEvaluator]
     _raw_cache: dict[str, float]
 
@@ -84,6 +85,26 @@ class EvalMixin:
         if logged:
             self.log_dict(logged, sync_dist=False, rank_zero_only=True)
         return logged
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_eval(self.trainer.val_dataloaders)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_eval("val")
+        if not self.trainer.sanity_checking:
+            self.last_validated_step = self.global_step
+
+    def on_test_epoch_start(self) -> None:
+        self._start_eval(self.trainer.test_dataloaders)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self._end_eval("test")
 
 
 class FaceModule(EvalMixin, pl.LightningModule):
@@ -135,26 +156,6 @@ class FaceModule(EvalMixin, pl.LightningModule):
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=bs)
         self.log_dict({f"train/{k}/loss": v for k, v in losses.items() if k != "loss"}, batch_size=bs)
         return losses["loss"]
-
-    def on_validation_epoch_start(self) -> None:
-        self._start_eval(self.trainer.val_dataloaders)
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, dataloader_idx)
-
-    def on_validation_epoch_end(self) -> None:
-        self._end_eval("val")
-        if not self.trainer.sanity_checking:
-            self.last_validated_step = self.global_step
-
-    def on_test_epoch_start(self) -> None:
-        self._start_eval(self.trainer.test_dataloaders)
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, dataloader_idx)
-
-    def on_test_epoch_end(self) -> None:
-        self._end_eval("test")
 
     def configure_optimizers(self) -> dict[str, Any]:
         try:
