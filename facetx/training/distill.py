@@ -15,7 +15,13 @@ from facetx.losses.distill import DistillationLoss
 from facetx.losses.margin import MarginSoftmax
 from facetx.models.facenet import FaceNet
 from facetx.training.checkpoint import CONFIG_KEY, load_checkpoint, load_face_net
-from facetx.training.module import EvalMixin, OptimizerFactory, SchedulerFactory, build_scheduler, no_weight_decay_names
+from facetx.training.module import (
+    EvalMixin,
+    OptimizerFactory,
+    SchedulerFactory,
+    no_weight_decay_names,
+    optimizer_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +138,8 @@ class DistillModule(EvalMixin, pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         trainable = nn.ModuleDict({"student": self.student, "loss": self.loss})
         trainable.no_weight_decay = lambda: no_weight_decay_names(trainable)  # read by timm's optimizer factory
-        optimizer = self.optimizer_factory(trainable)  # the teacher is not in it; frozen loss parts are filtered
-        config: dict[str, Any] = {"optimizer": optimizer}
-        sched = build_scheduler(self.scheduler_factory, optimizer, int(self.trainer.estimated_stepping_batches))
-        if sched is not None:
-            config["lr_scheduler"] = sched
-        return config
+        # the teacher is not in it; frozen loss parts (the teacher's classifier) are filtered by requires_grad
+        return optimizer_config(trainable, self.optimizer_factory, self.scheduler_factory, self.trainer)
 
     def no_weight_decay(self) -> set[str]:
         return no_weight_decay_names(self)

@@ -39,6 +39,20 @@ def build_scheduler(
     return {"scheduler": factory(optimizer=optimizer, **extra), "interval": "step"}
 
 
+def optimizer_config(
+    trainable: nn.Module, optimizer: OptimizerFactory, scheduler: SchedulerFactory | None, trainer: pl.Trainer
+) -> dict[str, Any]:
+    """Lightning's optimizer dict: ``optimizer(trainable)`` (timm's ``create_optimizer_v2`` takes the module, so it
+    can skip decay on norms/biases and ``trainable.no_weight_decay()``) plus the per-step scheduler sized from the
+    trainer."""
+    opt = optimizer(trainable)
+    config: dict[str, Any] = {"optimizer": opt}
+    sched = build_scheduler(scheduler, opt, int(trainer.estimated_stepping_batches))
+    if sched is not None:
+        config["lr_scheduler"] = sched
+    return config
+
+
 class EvalMixin:
     """Validation/test over every held-out dataloader with :class:`HeldOutEvaluator`; logs ``<stage>/<key>``."""
 
@@ -158,15 +172,7 @@ class FaceModule(EvalMixin, pl.LightningModule):
         return losses["loss"]
 
     def configure_optimizers(self) -> dict[str, Any]:
-        try:
-            optimizer = self.optimizer_factory(self)  # timm's create_optimizer_v2: decay only on weight matrices
-        except TypeError:
-            optimizer = self.optimizer_factory(params=self.parameters())
-        config: dict[str, Any] = {"optimizer": optimizer}
-        sched = build_scheduler(self.scheduler_factory, optimizer, int(self.trainer.estimated_stepping_batches))
-        if sched is not None:
-            config["lr_scheduler"] = sched
-        return config
+        return optimizer_config(self, self.optimizer_factory, self.scheduler_factory, self.trainer)
 
     def no_weight_decay(self) -> set[str]:
         return no_weight_decay_names(self)
