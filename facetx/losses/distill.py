@@ -106,6 +106,10 @@ class DistillationLoss(nn.Module):
     the teacher's classifier), ``embedding`` (1 - cosine between embeddings), ``relational`` (similarity matrices),
     ``features`` (projected student maps vs teacher maps, mean over pairs), ``landmarks_kd`` (the task's landmark
     loss against the teacher's predictions). The task loss's parts keep their names and enter with weight ``task``.
+
+    ``teacher_classes``: ``match`` (the teacher's classifier has exactly the distillation data's identity classes) or
+    ``prefix`` (the teacher trained on a superset whose first N classes are the data's N: a bigger run of the
+    synthetic generator with the same seed, or a ``mix`` whose first source is the distillation data).
     """
 
     TERMS = ("task", "kd_expression", "kd_spoof", "kd_recognition", "embedding", "relational", "features",
@@ -122,6 +126,7 @@ class DistillationLoss(nn.Module):
         feature_pairs: int | Sequence[Sequence[int]] = 1,
         feature_loss: str = "mse",
         teacher_classifier: MarginSoftmax | None = None,
+        teacher_classes: str = "match",
     ) -> None:
         super().__init__()
         unknown = set(weights) - set(self.TERMS)
@@ -129,6 +134,8 @@ class DistillationLoss(nn.Module):
             raise ValueError(f"unknown distill weight(s) {sorted(unknown)}; expected a subset of {list(self.TERMS)}")
         if kd_type not in ("soft", "hard"):
             raise ValueError(f"distill.kd_type must be 'soft' or 'hard', got {kd_type!r}")
+        if teacher_classes not in ("match", "prefix"):
+            raise ValueError(f"distill.teacher_classes must be 'match' or 'prefix', got {teacher_classes!r}")
         self.task_loss = task_loss
         self.weights = {t: 0.0 for t in self.TERMS} | {"task": 1.0} | dict(weights)
         self.temperature, self.kd_type, self.feature_loss = temperature, kd_type, feature_loss
@@ -140,11 +147,27 @@ class DistillationLoss(nn.Module):
         if teacher_classifier is not None:
             teacher_classifier.requires_grad_(False)
             student_cls = task_loss.recognition
-            if student_cls is not None and student_cls.num_classes != teacher_classifier.num_classes:
+            n_t = teacher_classifier.num_classes
+            n_s = n_t if student_cls is None else student_cls.num_classes
+            if n_s != n_t and not (teacher_classes == "prefix" and n_s < n_t):
                 raise ValueError(
-                    f"kd_recognition needs the teacher's identity classes: teacher has {teacher_classifier.num_classes}"
-                    f", the distillation data {student_cls.num_classes}; set distill.weights.kd_recognition=0"
+                    f"kd_recognition needs the teacher's identity classes: teacher has {n_t}, the distillation data "
+                    f"{n_s}; set distill.weights.kd_recognition=0 (or distill.teacher_classes=prefix when the data's "
+                    "classes are the teacher's first ones)"
                 )
+            self.num_student_classes = n_s
+
+    def teacher_keys(self) -> list[str]:
+        """The teacher outputs this loss reads (what a teacher-output cache must keep)."""
+        w = self.weights
+        keys = [k for k, t in (("expression_logits", "kd_expression"), ("spoof_logits", "kd_spoof")) if w[t]]
+        if w["kd_recognition"] or w["embedding"] or w["relational"]:
+            keys.append("embedding")
+        if w["landmarks_kd"]:
+            keys.append("landmarks")
+        if w["features"]:
+            keys += [t for t, _ in self.pairs]
+        return keys
 
     def _kd(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return kd_kl(s, t, self.temperature) if self.kd_type == "soft" else kd_hard(s, t)
@@ -164,7 +187,8 @@ class DistillationLoss(nn.Module):
         if w["kd_recognition"] and self.teacher_classifier is not None and self.task_loss.recognition is not None:
             s_logits = self.task_loss.recognition.logits(student["embedding"])
             with torch.no_grad():
-                t_logits = self.teacher_classifier.logits(teacher["embedding"])
+                # [B, N_teacher] -> [B, N]: with teacher_classes=prefix the data's classes are the first N
+                t_logits = self.teacher_classifier.logits(teacher["embedding"])[:, : self.num_student_classes]
             terms["kd_recognition"] = self._kd(s_logits, t_logits)
         if w["embedding"]:
             terms["embedding"] = (
