@@ -8,10 +8,11 @@ from omegaconf import DictConfig
 def main(cfg: DictConfig) -> float | None:
     from facetx.training.distill import TeacherNotFoundError
     from facetx.training.run import distill
+    from facetx.training.teacher_cache import TeacherCacheError
 
     try:
         metrics = distill(cfg)
-    except TeacherNotFoundError as e:
+    except (TeacherNotFoundError, TeacherCacheError) as e:
         raise SystemExit(f"error: {e}") from None
     return metrics.get(cfg.get("optimized_metric"))
 

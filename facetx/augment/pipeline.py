@@ -70,6 +70,11 @@ class FaceAugment:
         self._worker_key: tuple[int, int, int] | None = None
         self.reseed(self.seed)
 
+    @property
+    def is_identity(self) -> bool:
+        """True when the pipeline changes nothing (no transforms, no flips): every call returns the same image."""
+        return not self.transforms and self.hflip_p == 0.0
+
     def reseed(self, seed: int | Sequence[int] | None) -> None:
         """Reset the random state (``None``: fresh OS entropy); the flip and all transforms share it.
 

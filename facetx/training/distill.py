@@ -22,6 +22,7 @@ from facetx.training.module import (
     no_weight_decay_names,
     optimizer_config,
 )
+from facetx.training.teacher_cache import TeacherCache
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +92,17 @@ class DistillModule(EvalMixin, pl.LightningModule):
         scheduler: SchedulerFactory | None = None,
         compile: bool = False,
         fars: Sequence[float] = (1e-3,),
+        teacher_cache: TeacherCache | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["student", "teacher", "loss", "optimizer", "scheduler"], logger=False)
+        objects = ["student", "teacher", "loss", "optimizer", "scheduler", "teacher_cache"]
+        self.save_hyperparameters(ignore=objects, logger=False)
         self.student = student
         self.teacher = teacher.requires_grad_(False).eval()
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.teacher_cache = teacher_cache
         self.fars = tuple(fars)
         self._evaluators = []
         self._raw_cache = {}
@@ -125,12 +129,27 @@ class DistillModule(EvalMixin, pl.LightningModule):
         image = batch["image"]  # [B, 3, H, W] in [0, 1]: each network applies its own normalization
         s_out = self.student(image)
         with torch.no_grad():
-            t_out = self.teacher(image)
+            t_out = self.teacher_outputs(image, batch["index"])
         losses = self.loss(s_out, t_out, batch)
         bs = image.shape[0]
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=bs)
         self.log_dict({f"train/{k}/loss": v for k, v in losses.items() if k != "loss"}, batch_size=bs)
         return losses["loss"]
+
+    def teacher_outputs(self, image: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The frozen teacher's outputs for ``image`` ``[B, 3, H, W]``: from the cache when every row is in it."""
+        cache = self.teacher_cache
+        if cache is None:
+            return self.teacher(image)
+        out = cache.lookup(index)
+        if out is None:
+            out = cache.store(index, self.teacher(image))
+        return {k: v.to(image.device) for k, v in out.items()}
+
+    def on_train_epoch_end(self) -> None:
+        if self.teacher_cache is not None:
+            c = self.teacher_cache
+            log.info("teacher cache: %d batches read, %d computed (%s)", c.hits, c.misses, c.dir)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}

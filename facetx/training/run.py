@@ -119,6 +119,23 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return fit_and_report(cfg, datamodule, module)
 
 
+def build_teacher_cache(cfg: DictConfig, ckpt: str | os.PathLike, datamodule: Any, keys: list[str]) -> Any:
+    """The teacher-output cache under ``teacher.cache_dir``; refused when training images are augmented."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from facetx.training.teacher_cache import TeacherCache, TeacherCacheError, cache_fingerprint
+
+    if not instantiate(cfg.augment).is_identity:
+        raise TeacherCacheError(
+            "teacher.cache_dir: cached teacher outputs need training images that repeat exactly, but the augment "
+            "config changes them every epoch: use augment=none or teacher.cache_dir=null"
+        )
+    data = OmegaConf.to_container(cfg.data.train, resolve=True)
+    fingerprint = cache_fingerprint(ckpt, data, keys)
+    size = len(datamodule.train_set)
+    return TeacherCache(cfg.teacher.cache_dir, fingerprint, size, keys, writable=rank_zero_only.rank == 0)
+
+
 def distill(cfg: DictConfig) -> dict[str, float]:
     """``python distill.py``: distill the teacher checkpoint into ``student``; returns the student's final metrics."""
     from facetx.training.distill import feature_info, find_teacher, load_teacher
@@ -142,11 +159,13 @@ def distill(cfg: DictConfig) -> dict[str, float]:
         teacher_features=feature_info(teacher),
         teacher_classifier=teacher_classifier,
     )
+    cache = build_teacher_cache(cfg, ckpt, datamodule, loss.teacher_keys()) if cfg.teacher.get("cache_dir") else None
     module = instantiate(
         cfg.module,
         student=student,
         teacher=teacher,
         loss=loss,
+        teacher_cache=cache,
         optimizer=instantiate(cfg.optim, _convert_="all"),
         scheduler=instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None,
         _convert_="all",

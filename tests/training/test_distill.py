@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -71,6 +72,24 @@ def test_kd_terms_vanish_when_student_equals_teacher() -> None:
         (g,) = torch.autograd.grad(kd_kl(s, other["expression_logits"], t), s)
         grads.append(g.norm())
     assert 0.2 < grads[0] / grads[1] < 5
+
+
+def test_teacher_classes_prefix_uses_the_teachers_first_rows() -> None:
+    """A teacher trained on a superset of identities teaches the data's N classes through its first N rows."""
+    teacher_cls = MarginSoftmax(6, 512, scale=16.0)
+    task = MultiTaskLoss(recognition=MarginSoftmax(4, 512, scale=16.0))
+    with torch.no_grad():
+        task.recognition.weight.copy_(teacher_cls.weight[:4])
+    only_kd = {"task": 0.0, "kd_recognition": 1.0}
+    with pytest.raises(ValueError, match="teacher_classes=prefix"):
+        DistillationLoss(task, {}, {}, weights=only_kd, feature_pairs=[], teacher_classifier=teacher_cls)
+    loss = DistillationLoss(task, {}, {}, weights=only_kd, feature_pairs=[], teacher_classifier=teacher_cls,
+                            teacher_classes="prefix")  # fmt: skip
+    out = _outputs()
+    assert loss(out, out, _batch())["kd_recognition"].item() < 1e-5  # same rows, same embedding: nothing to learn
+    assert loss(out, _outputs(seed=1), _batch())["kd_recognition"].item() > 1e-3
+    with pytest.raises(ValueError, match="teacher_classes"):
+        DistillationLoss(task, {}, {}, weights=only_kd, feature_pairs=[], teacher_classes="suffix")
 
 
 def test_feature_distance_zero_on_normalized_teacher() -> None:
@@ -165,3 +184,65 @@ def test_teacher_discovery_and_missing_teacher(teacher_ckpt: Path, tmp_path: Pat
     )
     assert proc.returncode != 0
     assert "train one first" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_teacher_cache_round_trip(tmp_path: Path) -> None:
+    from facetx.training.teacher_cache import TeacherCache, TeacherCacheError
+
+    out = {"embedding": torch.randn(3, 512), "feat.5": torch.randn(3, 16, 8, 8), "unused": torch.randn(3, 2)}
+    cache = TeacherCache(tmp_path, "fp", size=10, keys=["embedding", "feat.5"])
+    idx = torch.tensor([7, 2, 4])
+    assert cache.lookup(idx) is None
+    stored = cache.store(idx, out)
+    assert set(stored) == {"embedding", "feat.5"}
+    assert torch.allclose(stored["embedding"], out["embedding"], atol=1e-2)  # float16 rounding only
+    again = TeacherCache(tmp_path, "fp", size=10, keys=["embedding", "feat.5"]).lookup(torch.tensor([4, 7]))
+    assert torch.equal(again["feat.5"], stored["feat.5"][[2, 0]])  # what the filling run trained on, bit for bit
+    assert cache.lookup(torch.tensor([4, 5])) is None  # row 5 was never written
+    with pytest.raises(TeacherCacheError, match="holds 10 rows"):
+        TeacherCache(tmp_path, "fp", size=11, keys=["embedding", "feat.5"])
+
+
+def test_distill_with_teacher_cache_skips_the_teacher(
+    teacher_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache_dir = tmp_path / "cache"
+    args = [*FAST, "student=tiny", f"teacher.ckpt_path={teacher_ckpt}", f"teacher.cache_dir={cache_dir}"]
+    distill(compose_config("distill", args, tmp_path / "first"))
+    (filled,) = cache_dir.glob("*/filled.npy")
+    assert np.load(filled).all()  # 4 steps x batch 8 cover the 32 training images
+
+    import facetx.training.distill as distill_mod
+
+    real_load = distill_mod.load_teacher
+
+    def teacher_that_must_not_run(path):
+        net, cls, cfg = real_load(path)
+        net.forward = lambda *a, **k: pytest.fail("the teacher ran although every output was cached")
+        return net, cls, cfg
+
+    monkeypatch.setattr(distill_mod, "load_teacher", teacher_that_must_not_run)
+    distill(compose_config("distill", args, tmp_path / "second"))
+    first = load_checkpoint(tmp_path / "first" / "checkpoints" / "last.ckpt")["state_dict"]
+    second = load_checkpoint(tmp_path / "second" / "checkpoints" / "last.ckpt")["state_dict"]
+    for k, v in first.items():  # same seed, same (cached) targets: the same student
+        assert torch.allclose(v.float(), second[k].float(), atol=1e-5), k
+
+
+def test_teacher_cache_refuses_augmented_data(teacher_ckpt: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "distill.py",
+            "debug=fast",
+            "augment=default",
+            f"teacher.ckpt_path={teacher_ckpt}",
+            f"teacher.cache_dir={tmp_path}/cache",
+            f"hydra.run.dir={tmp_path}/r",
+        ],  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0
+    assert "augment=none" in proc.stderr and "Traceback" not in proc.stderr
