@@ -101,6 +101,12 @@ def fit_and_report(cfg: DictConfig, datamodule: pl.LightningDataModule, module: 
     return metrics
 
 
+def build_optimization(cfg: DictConfig) -> dict[str, Any]:
+    """The module's ``optimizer`` and ``scheduler`` factories (partials completed by ``configure_optimizers``)."""
+    scheduler = instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None
+    return {"optimizer": instantiate(cfg.optim, _convert_="all"), "scheduler": scheduler}
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """``python train.py``: train one network on one data config; returns the final metrics."""
     setup_run(cfg)
@@ -112,8 +118,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         cfg.module,
         net=net,
         loss=loss,
-        optimizer=instantiate(cfg.optim, _convert_="all"),
-        scheduler=instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None,
+        **build_optimization(cfg),
         _convert_="all",
     )
     return fit_and_report(cfg, datamodule, module)
@@ -166,8 +171,7 @@ def distill(cfg: DictConfig) -> dict[str, float]:
         teacher=teacher,
         loss=loss,
         teacher_cache=cache,
-        optimizer=instantiate(cfg.optim, _convert_="all"),
-        scheduler=instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None,
+        **build_optimization(cfg),
         _convert_="all",
     )
     return fit_and_report(cfg, datamodule, module)
