@@ -136,7 +136,7 @@ def build_teacher_cache(cfg: DictConfig, ckpt: str | os.PathLike, datamodule: An
             "config changes them every epoch: use augment=none or teacher.cache_dir=null"
         )
     data = OmegaConf.to_container(cfg.data.train, resolve=True)
-    fingerprint = cache_fingerprint(ckpt, data, keys)
+    fingerprint = cache_fingerprint(ckpt, data)
     size = len(datamodule.train_set)
     return TeacherCache(cfg.teacher.cache_dir, fingerprint, size, keys, writable=rank_zero_only.rank == 0)
 

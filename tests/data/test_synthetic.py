@@ -93,9 +93,7 @@ def test_eye_and_open_mouth_pixels_match_their_landmarks() -> None:
         idn, EXPRESSIONS.index("surprise"), 1.0, 0.0, 0.0, 0.0, 36.0, np.zeros(2)
     )
     bg = np.full((112, 112, 3), 128, np.uint8)
-    img = render._paint(
-        idn, lm, parts, teeth, ears, np.random.default_rng(0), bg, 36.0, 0.0, dataset._noise_bank(0)
-    )
+    img = render._paint(idn, lm, parts, teeth, ears, np.random.default_rng(0), bg, 36.0, 0.0, dataset._noise_bank(0))
     pix = img.astype(np.float32)
 
     def at(p: np.ndarray) -> np.ndarray:

@@ -199,6 +199,12 @@ def test_teacher_cache_round_trip(tmp_path: Path) -> None:
     again = TeacherCache(tmp_path, "fp", size=10, keys=["embedding", "feat.5"]).lookup(torch.tensor([4, 7]))
     assert torch.equal(again["feat.5"], stored["feat.5"][[2, 0]])  # what the filling run trained on, bit for bit
     assert cache.lookup(torch.tensor([4, 5])) is None  # row 5 was never written
+    # a recipe that reads fewer outputs shares the cache; one that reads another output fills just that one
+    assert set(TeacherCache(tmp_path, "fp", size=10, keys=["embedding"]).lookup(idx)) == {"embedding"}
+    more = TeacherCache(tmp_path, "fp", size=10, keys=["embedding", "landmarks"])
+    assert more.lookup(idx) is None
+    more.store(idx, {**out, "landmarks": torch.rand(3, 68, 2)})
+    assert torch.equal(more.lookup(idx)["embedding"], stored["embedding"])
     with pytest.raises(TeacherCacheError, match="holds 10 rows"):
         TeacherCache(tmp_path, "fp", size=11, keys=["embedding", "feat.5"])
 
@@ -209,8 +215,8 @@ def test_distill_with_teacher_cache_skips_the_teacher(
     cache_dir = tmp_path / "cache"
     args = [*FAST, "student=tiny", f"teacher.ckpt_path={teacher_ckpt}", f"teacher.cache_dir={cache_dir}"]
     distill(compose_config("distill", args, tmp_path / "first"))
-    (filled,) = cache_dir.glob("*/filled.npy")
-    assert np.load(filled).all()  # 4 steps x batch 8 cover the 32 training images
+    flags = list(cache_dir.glob("*/*.filled.npy"))
+    assert flags and all(np.load(f).all() for f in flags)  # 4 steps x batch 8 cover the 32 training images
 
     import facetx.training.distill as distill_mod
 
