@@ -67,7 +67,7 @@ def test_train_overrides_from_the_readme(make_cfg) -> None:
 
 def test_distill_defaults(make_cfg) -> None:
     cfg = make_cfg("distill", [], fast=False)
-    assert cfg.model_name == "window_vit_tiny" and cfg.task_name == "distill"
+    assert cfg.model_name == "window_vit_nano" and cfg.task_name == "distill"
     for student in _options("student"):
         cfg = make_cfg("distill", [f"student={student}"], fast=False)
         assert cfg.student.backbone.name and cfg.student.heads.embedding.embedding_size == 512

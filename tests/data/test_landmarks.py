@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from facetx.data import synthetic
 from facetx.data.landmarks import IBUG68, WFLW98, LandmarkLayout, get_layout
+from facetx.data.synthetic.geometry import _geometry
+from facetx.data.synthetic.identity import _sample_identity
 
 
 @pytest.mark.parametrize("layout", [IBUG68, WFLW98])
@@ -41,8 +42,8 @@ def test_wflw98_mirror_pairs() -> None:
 
 def test_ibug68_flip_of_a_frontal_synthetic_face_is_the_same_face() -> None:
     """Mirror x and permute by the flip map: a symmetric frontal face maps onto itself (left/right really swap)."""
-    idn = synthetic._sample_identity(np.random.default_rng(0))
-    lm, *_ = synthetic._geometry(idn, 0, 0.0, 0.0, 0.0, 0.0, 33.0, np.zeros(2))
+    idn = _sample_identity(np.random.default_rng(0))
+    lm, *_ = _geometry(idn, 0, 0.0, 0.0, 0.0, 0.0, 33.0, np.zeros(2))
     cx = lm[[36, 45], 0].mean()
     mirrored = lm.copy()
     mirrored[:, 0] = 2 * cx - mirrored[:, 0]

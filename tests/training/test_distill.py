@@ -153,7 +153,7 @@ def test_teacher_stays_frozen_during_training_steps(teacher_ckpt: Path, tmp_path
     module.train()
     assert not teacher.training and all(not p.requires_grad for p in teacher.parameters())
     opt = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=0.1)
-    batch = {"image": torch.rand(6, 3, 112, 112), **_batch()}
+    batch = {"image": torch.rand(6, 3, 112, 112), "index": torch.arange(6), **_batch()}
     batch["identity"] = batch["identity"] % cls.num_classes
     for _ in range(2):
         opt.zero_grad()
