@@ -37,57 +37,85 @@ def load_run(run_dir: Path) -> tuple[str, torch.nn.Module, dict[str, float]]:
     return label, net, metrics
 
 
+def format_table(rows: list[dict], split: str, latency: bool) -> list[str]:
+    """Markdown rows: held-out metrics (in %), size and cost, and batch-1 latency when ``latency``."""
+    head = ["run", *[k[1] for k in KEYS], "params (M)", "GFLOPs"]
+    if latency:
+        head += ["eager ms", "ORT ms", "ORT speed-up vs first"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["label"]]
+        for key, _, scale in KEYS:
+            v = r["metrics"].get(f"{split}/{key}")
+            cells.append("–" if v is None else f"{scale * v:.2f}")
+        cells += [f"{r['params_m']:.2f}", f"{r['gflops']:.2f}"]
+        if latency:
+            cells += [f"{r['eager_ms']:.1f}", f"{r['ort_ms']:.1f}", f"{r['speedup']:.1f}x"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path, help="run directories (hydra.run.dir of train.py / distill.py)")
     ap.add_argument("--split", default="test", choices=("val", "test"), help="which held-out metrics to show")
+    ap.add_argument("--labels", nargs="+", default=None, help="row labels, one per run (default: model and how)")
+    ap.add_argument("--no-latency", action="store_true", help="metrics, params and GFLOPs only (ablation tables)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs-per-model", type=int, default=60)
     ap.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
     args = ap.parse_args(argv)
+    if args.labels is not None and len(args.labels) != len(args.runs):
+        ap.error(f"--labels: expected one label per run ({len(args.runs)}), got {len(args.labels)}")
+    latency = not args.no_latency
 
     torch.set_num_threads(args.threads)
-    from facetx.export.onnx_export import ExportWrapper, export_onnx, head_names
-    from facetx.export.ort import make_session
-
-    rows, fns = [], {}
-    x = torch.rand(1, 3, 112, 112)
-    with tempfile.TemporaryDirectory(prefix="facetx-compare-") as tmp:
-        for i, run in enumerate(args.runs):
-            label, net, metrics = load_run(run)
-            names = head_names(net)
-            onnx_path = Path(tmp) / f"m{i}.onnx"
-            export_onnx(ExportWrapper(net, names), onnx_path, names, dynamic_batch=False, batch_size=1)
-            session = make_session(onnx_path, threads=args.threads)
-            fns[f"{i}/torch"] = torch_call(net, x)
-            fns[f"{i}/ort"] = ort_call(session, x.numpy())
-            rows.append({"label": label, "run": str(run), "params_m": count_params(net) / 1e6,
-                         "gflops": count_gflops(net), "metrics": metrics})  # fmt: skip
-        timings, samples = time_interleaved(fns, batch=1, warmup=10, runs=args.runs_per_model)
-    base = 0  # ratios against the first run (put the teacher first)
-    head = ["run", *[k[1] for k in KEYS], "params (M)", "GFLOPs", "eager ms", "ORT ms", "ORT speed-up vs first"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for i, r in enumerate(rows):
-        m = r["metrics"]
-        cells = [r["label"]]
-        for key, _, scale in KEYS:
-            v = m.get(f"{args.split}/{key}")
-            cells.append("–" if v is None else f"{scale * v:.2f}")
-        speed = paired_ratio(samples[f"{base}/ort"], samples[f"{i}/ort"])
-        cells += [f"{r['params_m']:.2f}", f"{r['gflops']:.2f}", f"{timings[f'{i}/torch'].p50_ms:.1f}",
-                  f"{timings[f'{i}/ort'].p50_ms:.1f}", f"{speed:.1f}x"]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    sysinfo = system_summary()
+    rows, nets = [], []
+    for i, run in enumerate(args.runs):
+        label, net, metrics = load_run(run)
+        rows.append({"label": args.labels[i] if args.labels else label, "run": str(run), "metrics": metrics,
+                     "params_m": count_params(net) / 1e6, "gflops": count_gflops(net)})  # fmt: skip
+        nets.append(net)
+    if latency:
+        _time_batch1(nets, rows, args.threads, args.runs_per_model)
+    lines = format_table(rows, args.split, latency)
     note = (
         f"\n{args.split} split of the embedded synthetic faces (held-out identities); NME and ACER in %, lower is "
-        f"better. Batch 1, {args.threads} threads, median of {args.runs_per_model} interleaved runs; "
-        f"CPU: {sysinfo.get('cpu')}, load average {sysinfo.get('load_average')}."
+        "better."
     )
+    if latency:
+        sysinfo = system_summary()
+        note += (
+            f" Batch 1, {args.threads} threads, median of {args.runs_per_model} interleaved runs; "
+            f"CPU: {sysinfo.get('cpu')}, load average {sysinfo.get('load_average')}."
+        )
     table = "\n".join(lines) + "\n" + note + "\n"
     print(table)
     if args.out:
         args.out.write_text(table)
     return table
+
+
+def _time_batch1(nets: list[torch.nn.Module], rows: list[dict], threads: int, runs: int) -> None:
+    """Adds eager/ORT p50 latency at batch 1 and the ORT speed-up against the first run (put the teacher first)."""
+    from facetx.export.onnx_export import ExportWrapper, export_onnx, head_names
+    from facetx.export.ort import make_session
+
+    fns = {}
+    x = torch.rand(1, 3, 112, 112)
+    with tempfile.TemporaryDirectory(prefix="facetx-compare-") as tmp:
+        for i, net in enumerate(nets):
+            names = head_names(net)
+            onnx_path = Path(tmp) / f"m{i}.onnx"
+            export_onnx(ExportWrapper(net, names), onnx_path, names, dynamic_batch=False, batch_size=1)
+            session = make_session(onnx_path, threads=threads)
+            fns[f"{i}/torch"] = torch_call(net, x)
+            fns[f"{i}/ort"] = ort_call(session, x.numpy())
+        timings, samples = time_interleaved(fns, batch=1, warmup=10, runs=runs)
+    for i, r in enumerate(rows):
+        r["eager_ms"] = timings[f"{i}/torch"].p50_ms
+        r["ort_ms"] = timings[f"{i}/ort"].p50_ms
+        r["speedup"] = paired_ratio(samples["0/ort"], samples[f"{i}/ort"])
 
 
 if __name__ == "__main__":

@@ -252,3 +252,19 @@ def test_teacher_cache_refuses_augmented_data(teacher_ckpt: Path, tmp_path: Path
     )
     assert proc.returncode != 0
     assert "augment=none" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_compare_table_reads_teacher_and_distilled_runs(teacher_ckpt: Path, tmp_path: Path) -> None:
+    from facetx.bench.compare import main as compare
+
+    cfg = compose_config("distill", [*FAST, "student=tiny", f"teacher.ckpt_path={teacher_ckpt}"], tmp_path / "d")
+    metrics = distill(cfg)
+    teacher_dir = teacher_ckpt.parents[1]
+    table = compare([str(teacher_dir), str(tmp_path / "d"), "--labels", "T", "S", "--no-latency", "--split", "val"])
+    rows = [line for line in table.splitlines() if line.startswith("| T ") or line.startswith("| S ")]
+    assert len(rows) == 2 and "ORT ms" not in table
+    assert f"{100 * metrics['val/recognition/acc']:.2f}" in rows[1]
+    out = tmp_path / "t.md"
+    table = compare([str(teacher_dir), str(tmp_path / "d"), "--runs-per-model", "2", "--out", str(out)])
+    assert "ORT ms" in table and "tiny (distilled)" in table and out.read_text() == table
+    assert "| 1.0x |" in table.splitlines()[2]  # the first run is the speed reference
