@@ -3,7 +3,7 @@
 # each run drops one group of terms from distill=default; the teacher's outputs come from OUT/teacher_cache, so a run
 # costs only the student's training. Ends with a metrics table (no latency: it is one network).
 #   bash scripts/distill_ablations.sh [STUDENT] [OUT]   (defaults: window_vit_nano, outputs/table)
-# JOBS=2 runs two at a time with one thread each (2 cores).
+# JOBS=2 runs two at a time with one thread each (2 cores); ONLY="no-features hard" picks ablations.
 set -euo pipefail
 STUDENT="${1:-window_vit_nano}"
 OUT="${2:-outputs/table}"
@@ -19,7 +19,7 @@ declare -A ABLATIONS=(
   [outputs-only]="distill=outputs_only"
   [hard]="distill=hard"
 )
-NAMES=(no-output-kd no-embedding no-relational no-features no-landmarks-kd outputs-only hard)
+read -ra NAMES <<< "${ONLY:-no-output-kd no-embedding no-relational no-features no-landmarks-kd outputs-only hard}"
 run() {
   local name="$1" dir="$OUT/$STUDENT-distilled-$1"
   [ -f "$dir/metrics.json" ] && return 0
