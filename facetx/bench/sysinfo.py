@@ -16,28 +16,38 @@ REGIMES = ("amx", "vnni", "arm_dotprod", "avx512", "avx2", "generic")
 LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxslim", "timm", "numpy", "tensorrt")
 
 
-@lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """Feature flags of the first CPU in /proc/cpuinfo (x86 ``flags``, ARM ``Features``); empty elsewhere."""
-    path = Path("/proc/cpuinfo")
-    if not path.is_file():
-        return frozenset()
-    for line in path.read_text().splitlines():
+def parse_cpu_flags(cpuinfo: str) -> frozenset[str]:
+    """Feature flags of the first CPU in ``/proc/cpuinfo`` text (x86 ``flags``, ARM ``Features``)."""
+    for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features"):
             return frozenset(value.split())
     return frozenset()
 
 
+def parse_cpu_model(cpuinfo: str) -> str | None:
+    """The first CPU's model name in ``/proc/cpuinfo`` text (x86 ``model name``, ARM ``Model``/``Hardware``)."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "Model", "Hardware"):
+            return value.strip()
+    return None
+
+
+def _read_cpuinfo() -> str:
+    path = Path("/proc/cpuinfo")
+    return path.read_text() if path.is_file() else ""
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """Feature flags of this machine's first CPU (:func:`parse_cpu_flags` of /proc/cpuinfo); empty elsewhere."""
+    return parse_cpu_flags(_read_cpuinfo())
+
+
 @lru_cache(maxsize=1)
 def cpu_model() -> str:
-    path = Path("/proc/cpuinfo")
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("model name", "Model", "Hardware"):
-                return value.strip()
-    return platform.processor() or platform.machine()
+    return parse_cpu_model(_read_cpuinfo()) or platform.processor() or platform.machine()
 
 
 def isa_flags(flags: frozenset[str] | None = None) -> list[str]:

@@ -17,6 +17,8 @@ class MarginSoftmax(nn.Module):
     """Combined margin ``s * cos(m1 * theta + m2) - s * m3`` on the target logit; plain ``s * cos(theta)`` elsewhere.
 
     ArcFace: ``m1=1, m2=0.5, m3=0``; CosFace: ``m1=1, m2=0, m3=0.35``; all zero margins give a scaled cosine softmax.
+    Past ``theta = limit = (pi - m2) / m1`` the target cosine is ``cos(theta) - sin(pi - limit) * m1 * m2 - m3``
+    (for ArcFace insightface's ``cos(theta) - sin(pi - m) * m``).
     ``forward(embedding [B, E], target [B])`` returns the mean cross-entropy; :meth:`logits` gives the margin-free
     ``s * cos(theta) [B, num_classes]`` (for metrics and logit distillation).
     """
@@ -55,9 +57,10 @@ class MarginSoftmax(nn.Module):
             theta = torch.acos(c.clamp(-1 + 1e-7, 1 - 1e-7))
             phi = torch.cos(self.m1 * theta + self.m2)
             # cos(m1*theta + m2) stops decreasing once the angle passes pi: fall back to a linear penalty there
-            # (insightface's "easy margin = False" branch) so the target logit stays monotonic in theta.
+            # (insightface's "easy margin = False" branch) so the target logit stays monotonic in theta. The additive
+            # m3 is not part of the fallback: it is subtracted once below, on both sides of the limit.
             limit = (math.pi - self.m2) / self.m1
-            phi = torch.where(theta < limit, phi, c - math.sin(math.pi - limit) * self.m2 * self.m1 - self.m3)
+            phi = torch.where(theta < limit, phi, c - math.sin(math.pi - limit) * self.m2 * self.m1)
             c_new = phi - self.m3
         else:
             c_new = c - self.m3

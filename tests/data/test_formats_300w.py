@@ -3,7 +3,6 @@ data=300w config and a few training steps."""
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import cv2
@@ -11,7 +10,6 @@ import numpy as np
 import pytest
 from hydra.utils import instantiate
 
-from facetx.data.datamodule import FaceDataModule
 from facetx.data.formats import IBUG300W, DataFormatError
 from facetx.data.formats.ibug300w import read_pts
 from facetx.data.formats.io import encode_image
@@ -23,10 +21,6 @@ TRAIN_FAST = ["trainer.accelerator=cpu", "logger=csv", "model=tiny", "trainer.ma
               "trainer.val_check_interval=1.0", "trainer.log_every_n_steps=1", "trainer.enable_model_summary=false",
               "test=false", "data.batch_size=4", "data.eval_batch_size=10", "data.num_workers=0"]  # fmt: skip
 MONITOR_NME = ["optimized_metric=val/landmarks/nme", "callbacks.model_checkpoint.mode=min"]
-needs_datamodule_root = pytest.mark.skipif(
-    not {"root", "val_bins"} <= set(inspect.signature(FaceDataModule).parameters),
-    reason="FaceDataModule does not take root/val_bins yet (data configs of real formats need them)",
-)
 RED = (255, 0, 0)
 
 
@@ -126,7 +120,6 @@ def test_config_builds_the_usual_split(make_cfg, tmp_path: Path) -> None:
     assert isinstance(train, IBUG300W) and len(train) == 3 and len(val) == 3 and val.name == "300w_full"
 
 
-@needs_datamodule_root
 def test_a_few_training_steps(make_cfg, tmp_path: Path) -> None:
     from facetx.training.run import train
 

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hydra.utils import instantiate
 
-from facetx.data.datamodule import FaceDataModule
 from facetx.data.formats import DataFormatError, ImageFolderFaces
 from facetx.data.formats.io import encode_image
 from facetx.data.formats.writers import write_verification_bin
@@ -18,10 +16,6 @@ from facetx.data.formats.writers import write_verification_bin
 TRAIN_FAST = ["trainer.accelerator=cpu", "logger=csv", "model=tiny", "trainer.max_steps=2", "trainer.max_epochs=1",
               "trainer.val_check_interval=1.0", "trainer.log_every_n_steps=1", "trainer.enable_model_summary=false",
               "test=false", "data.batch_size=4", "data.eval_batch_size=10", "data.num_workers=0"]  # fmt: skip
-needs_datamodule_root = pytest.mark.skipif(
-    not {"root", "val_bins"} <= set(inspect.signature(FaceDataModule).parameters),
-    reason="FaceDataModule does not take root/val_bins yet (data configs of real formats need them)",
-)
 
 
 def solid(value: int, size: int = 112) -> np.ndarray:
@@ -85,7 +79,6 @@ def test_config_with_val_bins(make_cfg, tmp_path: Path) -> None:
     assert list(cfg.data.val_bins) == [f"{tmp_path}/lfw.bin"]
 
 
-@needs_datamodule_root
 def test_a_few_training_steps(make_cfg, tmp_path: Path) -> None:
     from facetx.training.run import train
 

@@ -3,7 +3,6 @@ the data=insightface config and a few training steps."""
 
 from __future__ import annotations
 
-import inspect
 import struct
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import torch
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
-from facetx.data.datamodule import FaceDataModule
 from facetx.data.formats import DataFormatError, InsightFaceRec, RecordIOWriter
 from facetx.data.formats.io import decode_image, encode_image
 from facetx.data.formats.recordio import MAGIC, frame_record, pack_record, read_framed, unpack_record
@@ -23,10 +21,6 @@ from facetx.data.formats.writers import write_verification_bin
 TRAIN_FAST = ["trainer.accelerator=cpu", "logger=csv", "model=tiny", "trainer.max_steps=2", "trainer.max_epochs=1",
               "trainer.val_check_interval=1.0", "trainer.log_every_n_steps=1", "trainer.enable_model_summary=false",
               "test=false", "data.batch_size=4", "data.eval_batch_size=10", "data.num_workers=0"]  # fmt: skip
-needs_datamodule_root = pytest.mark.skipif(
-    not {"root", "val_bins"} <= set(inspect.signature(FaceDataModule).parameters),
-    reason="FaceDataModule does not take root/val_bins yet (data configs of real formats need them)",
-)
 
 
 def face(seed: int) -> np.ndarray:
@@ -199,7 +193,6 @@ def test_config_builds_the_pack_and_its_verification_sets(make_cfg, tmp_path: Pa
     assert [Path(p).name for p in cfg.data.val_bins] == ["lfw.bin", "cfp_fp.bin", "agedb_30.bin"]
 
 
-@needs_datamodule_root
 def test_a_few_training_steps(make_cfg, tmp_path: Path) -> None:
     from facetx.training.run import train
 

@@ -3,7 +3,6 @@ the data=wflw config and a few training steps."""
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import cv2
@@ -12,7 +11,6 @@ import pytest
 from hydra.utils import instantiate
 
 from facetx.augment import FaceAugment
-from facetx.data.datamodule import FaceDataModule
 from facetx.data.formats import WFLW, DataFormatError
 from facetx.data.formats.io import encode_image
 from facetx.data.formats.wflw import TEST_LIST, TRAIN_LIST
@@ -24,10 +22,6 @@ TRAIN_FAST = ["trainer.accelerator=cpu", "logger=csv", "model=tiny", "trainer.ma
               "trainer.val_check_interval=1.0", "trainer.log_every_n_steps=1", "trainer.enable_model_summary=false",
               "test=false", "data.batch_size=4", "data.eval_batch_size=10", "data.num_workers=0"]  # fmt: skip
 MONITOR_NME = ["optimized_metric=val/landmarks/nme", "callbacks.model_checkpoint.mode=min"]
-needs_datamodule_root = pytest.mark.skipif(
-    not {"root", "val_bins"} <= set(inspect.signature(FaceDataModule).parameters),
-    reason="FaceDataModule does not take root/val_bins yet (data configs of real formats need them)",
-)
 RED, GREEN = (255, 0, 0), (0, 255, 0)
 
 
@@ -159,7 +153,6 @@ def test_config_builds_train_and_test_lists(make_cfg, tmp_path: Path) -> None:
     assert [(v.name, len(v), v.transform) for v in val] == [("wflw_test", 2, None)]
 
 
-@needs_datamodule_root
 def test_a_few_training_steps(make_cfg, tmp_path: Path) -> None:
     from facetx.training.run import train
 

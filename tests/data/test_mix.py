@@ -3,7 +3,6 @@ four real formats and a few training steps."""
 
 from __future__ import annotations
 
-import inspect
 from collections import Counter
 from pathlib import Path
 
@@ -14,7 +13,6 @@ from hydra.utils import instantiate
 from torch.utils.data import Dataset
 
 from facetx.data.contract import make_sample
-from facetx.data.datamodule import FaceDataModule
 from facetx.data.formats import (
     FER2013,
     WFLW,
@@ -41,10 +39,6 @@ from facetx.data.mix import MixDataset, MixSource
 TRAIN_FAST = ["trainer.accelerator=cpu", "logger=csv", "model=tiny", "trainer.max_steps=2", "trainer.max_epochs=1",
               "trainer.val_check_interval=1.0", "trainer.log_every_n_steps=1", "trainer.enable_model_summary=false",
               "test=false", "data.batch_size=4", "data.eval_batch_size=10", "data.num_workers=0"]  # fmt: skip
-needs_datamodule_root = pytest.mark.skipif(
-    not {"root", "val_bins"} <= set(inspect.signature(FaceDataModule).parameters),
-    reason="FaceDataModule does not take root/val_bins yet (data configs of real formats need them)",
-)
 
 
 class AllLabels(Dataset):
@@ -186,7 +180,6 @@ def test_config_mixes_the_four_formats(make_cfg, tmp_path: Path) -> None:
     assert list(cfg.data.val_bins) == [f"{root}/faces_emore/lfw.bin"]
 
 
-@needs_datamodule_root
 def test_a_few_training_steps(make_cfg, tmp_path: Path) -> None:
     from facetx.training.run import train
 

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -117,8 +118,33 @@ def test_feature_projections_line_up_with_the_teacher(student: str, tmp_path: Pa
         assert projected.shape == t_out[t_name].shape == (2, 384, 8, 8)
 
 
-def test_gradients_reach_only_the_student(teacher_ckpt: Path, tmp_path: Path) -> None:
-    teacher_before, _ = load_face_net(teacher_ckpt)
+def _capture_module(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Keep the LightningModule that ``distill()`` fits, its trainer's optimizers and, for every teacher forward
+    pass during the fit, whether the teacher was in training mode and autograd was recording."""
+    import facetx.training.run as run_mod
+
+    captured: dict[str, Any] = {"teacher_calls": []}
+    real = run_mod.fit_and_report
+
+    def fit_and_capture(cfg: Any, datamodule: Any, module: Any) -> dict[str, float]:
+        captured["module"] = module
+        teacher, forward = module.teacher, module.teacher.forward
+
+        def recorded_forward(*args: Any, **kwargs: Any) -> Any:
+            captured["teacher_calls"].append((teacher.training, torch.is_grad_enabled()))
+            return forward(*args, **kwargs)
+
+        teacher.forward = recorded_forward
+        metrics = real(cfg, datamodule, module)
+        captured["optimizers"] = list(module.trainer.optimizers)
+        return metrics
+
+    monkeypatch.setattr(run_mod, "fit_and_report", fit_and_capture)
+    return captured
+
+
+def test_gradients_reach_only_the_student(teacher_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    captured = _capture_module(monkeypatch)
     cfg = compose_config("distill", [*FAST, "student=tiny", f"teacher.ckpt_path={teacher_ckpt}"], tmp_path)
     metrics = distill(cfg)
     assert "val/recognition/acc" in metrics and (tmp_path / "metrics.json").is_file()
@@ -127,12 +153,24 @@ def test_gradients_reach_only_the_student(teacher_ckpt: Path, tmp_path: Path) ->
     assert ckpt["facetx"]["config"]["teacher"]["ckpt_path"] == str(teacher_ckpt)
     student, config = load_face_net(tmp_path / "checkpoints" / "last.ckpt", prefix="student.")
     assert config["task_name"] == "distill"
-    # the teacher's weights after distillation are those of its checkpoint; the student moved away from its init
-    from facetx.training.distill import load_teacher
-
-    teacher_after, _, _ = load_teacher(teacher_ckpt)
-    for k, v in teacher_before.state_dict().items():
-        assert torch.equal(v, teacher_after.state_dict()[k])
+    # the teacher in memory after distillation -- the one the steps ran against -- still has its checkpoint's
+    # weights and buffers, is frozen and in eval mode, and none of its parameters was ever given to the optimizer
+    module = captured["module"]
+    saved = load_checkpoint(teacher_ckpt)["state_dict"]
+    teacher_state = module.teacher.state_dict()
+    assert teacher_state.keys() == {k.removeprefix("net.") for k in saved if k.startswith("net.")}
+    for k, v in teacher_state.items():
+        assert torch.equal(v, saved[f"net.{k}"]), f"teacher {k} changed during distillation"
+    teacher_cls = module.loss.teacher_classifier  # the teacher's class centers (kd_recognition) are frozen too
+    assert teacher_cls is not None and torch.equal(teacher_cls.weight, saved["loss.recognition.weight"])
+    frozen = [*module.teacher.parameters(), *teacher_cls.parameters()]
+    assert all(not p.requires_grad for p in frozen)
+    calls = captured["teacher_calls"]  # each training step ran the teacher in eval mode, without autograd
+    assert len(calls) >= cfg.trainer.max_steps and set(calls) == {(False, False)}
+    optimized = {id(p) for opt in captured["optimizers"] for group in opt.param_groups for p in group["params"]}
+    assert optimized and not optimized & {id(p) for p in frozen}
+    assert {id(p) for p in module.student.parameters()} <= optimized
+    # ... while the student moved away from its init
     fresh = instantiate(compose_config("distill", [*FAST, "student=tiny"], tmp_path / "x").student, _convert_="all")
     assert any(not torch.equal(v, fresh.state_dict()[k]) for k, v in student.state_dict().items())
 
@@ -222,8 +260,8 @@ def test_distill_with_teacher_cache_skips_the_teacher(
 
     real_load = distill_mod.load_teacher
 
-    def teacher_that_must_not_run(path):
-        net, cls, cfg = real_load(path)
+    def teacher_that_must_not_run(path, **kwargs):
+        net, cls, cfg = real_load(path, **kwargs)
         net.forward = lambda *a, **k: pytest.fail("the teacher ran although every output was cached")
         return net, cls, cfg
 
