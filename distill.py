@@ -3,17 +3,17 @@
 import hydra
 from omegaconf import DictConfig
 
+from facetx.errors import exit_on_user_error
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="distill")
+@exit_on_user_error  # a user mistake: one line and exit code 2 (FACETX_TRACEBACK=1 keeps the traceback)
 def main(cfg: DictConfig) -> float | None:
-    from facetx.training.distill import TeacherNotFoundError
+    from facetx.config_checks import check_run_config
     from facetx.training.run import distill
-    from facetx.training.teacher_cache import TeacherCacheError
 
-    try:
-        metrics = distill(cfg)
-    except (TeacherNotFoundError, TeacherCacheError) as e:
-        raise SystemExit(f"error: {e}") from None
+    check_run_config(cfg, resume_task="distill")
+    metrics = distill(cfg)
     return metrics.get(cfg.get("optimized_metric"))
 
 

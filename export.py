@@ -9,11 +9,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from facetx.errors import exit_on_user_error  # noqa: E402
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
+@exit_on_user_error  # a user mistake: one line and exit code 2 (FACETX_TRACEBACK=1 keeps the traceback)
 def main(cfg: DictConfig) -> None:
+    from facetx.config_checks import check_run_config
     from facetx.export.pipeline import export
 
+    check_run_config(cfg)
     export(cfg)
 
 

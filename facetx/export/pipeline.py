@@ -20,7 +20,7 @@ from facetx.export.metadata import build_metadata
 from facetx.export.onnx_export import ExportWrapper, export_onnx, head_names
 from facetx.export.ort import OrtPredictor, make_session
 from facetx.export.parity import check_parity
-from facetx.training.checkpoint import CONFIG_KEY, load_checkpoint, load_face_net
+from facetx.training.checkpoint import CONFIG_KEY, build_face_net, checkpoint_role, load_checkpoint
 from facetx.training.evaluation import evaluate
 
 log = logging.getLogger(__name__)
@@ -39,13 +39,14 @@ TABLE_NOTES = (
 )
 
 
-def load_network(ckpt_path: str | Path) -> tuple[torch.nn.Module, dict[str, Any], str]:
+def load_network(ckpt_path: str | Path, key: str | None = None) -> tuple[torch.nn.Module, dict[str, Any], str]:
     """``(network in eval mode, run config, role)``: a distillation checkpoint (config key ``student``) exports its
-    student, any other its ``net``. No Lightning: the stored config rebuilds the network."""
-    config = load_checkpoint(ckpt_path)[CONFIG_KEY]["config"]
-    role = "student" if "student" in config else "net"
-    net, config = load_face_net(ckpt_path, prefix=f"{role}.")
-    return net, config, role
+    student, any other its ``net``. No Lightning: the stored config rebuilds the network. ``key``: the config key the
+    path came from, named in the one-line :class:`~facetx.errors.CheckpointError` of a file that cannot be used."""
+    ckpt = load_checkpoint(ckpt_path, key=key)
+    config = ckpt[CONFIG_KEY]["config"]
+    role = checkpoint_role(config)
+    return build_face_net(ckpt, ckpt_path, prefix=f"{role}.", key=key), config, role
 
 
 def parity_batches(images: torch.Tensor, fixed: int | None) -> list[torch.Tensor]:
@@ -66,7 +67,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     torch.manual_seed(seed)
     np.random.seed(seed)
     ckpt = Path(cfg.ckpt_path)
-    net, run_config, role = load_network(ckpt)
+    net, run_config, role = load_network(ckpt, key="ckpt_path")
     names = head_names(net)
     input_size = int(getattr(getattr(net, "backbone", None), "input_size", 112))
     with torch.no_grad():

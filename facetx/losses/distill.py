@@ -12,10 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facetx.errors import ConfigError
 from facetx.losses.margin import MarginSoftmax
 from facetx.losses.multitask import MultiTaskLoss
 
 FeatureInfo = Mapping[str, tuple[int, tuple[int, int]]]  # name -> (channels, (h, w))
+FEATURE_LOSSES = ("mse", "cosine")
+#: the network outputs each output term compares (teacher's and student's)
+TERM_OUTPUTS = {"kd_expression": "expression_logits", "kd_spoof": "spoof_logits", "kd_recognition": "embedding",
+                "embedding": "embedding", "relational": "embedding", "landmarks_kd": "landmarks"}  # fmt: skip
 
 
 def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -74,7 +79,7 @@ def feature_distance(student: torch.Tensor, teacher: torch.Tensor, kind: str) ->
         return F.mse_loss(student.float(), t)
     if kind == "cosine":
         return (1 - F.cosine_similarity(student.float(), t, dim=1)).mean()
-    raise ValueError(f"distill feature_loss must be 'mse' or 'cosine', got {kind!r}")
+    raise ConfigError(f"distill.feature_loss={kind!r}: expected one of {', '.join(FEATURE_LOSSES)}")
 
 
 def pair_features(
@@ -84,7 +89,7 @@ def pair_features(
     feature indices as they appear in each model's ``backbone.feature_indices``."""
     if isinstance(pairs, int):
         if pairs > min(len(teacher), len(student)):
-            raise ValueError(
+            raise ConfigError(
                 f"distill.feature_pairs={pairs} but the teacher returns {len(teacher)} feature maps and the student "
                 f"{len(student)}: lower it or add backbone.feature_indices"
             )
@@ -93,7 +98,7 @@ def pair_features(
     for t, s in pairs:
         tn, sn = f"feat.{t}", f"feat.{s}"
         if tn not in teacher or sn not in student:
-            raise ValueError(f"distill.feature_pairs: ({t}, {s}) not among teacher {teacher} / student {student}")
+            raise ConfigError(f"distill.feature_pairs: ({t}, {s}) not among teacher {teacher} / student {student}")
         out.append((tn, sn))
     return out
 
@@ -110,6 +115,10 @@ class DistillationLoss(nn.Module):
     ``teacher_classes``: ``match`` (the teacher's classifier has exactly the distillation data's identity classes) or
     ``prefix`` (the teacher trained on a superset whose first N classes are the data's N: a bigger run of the
     synthetic generator with the same seed, or a ``mix`` whose first source is the distillation data).
+
+    ``teacher_outputs`` / ``student_outputs``: the networks' output names (``FaceNet.output_names``). When given, a
+    term with a non-zero weight that could never be computed (an output one network lacks, no teacher classifier,
+    the task loss part it reuses switched off) is a :class:`ConfigError` here instead of a term silently left out.
     """
 
     TERMS = ("task", "kd_expression", "kd_spoof", "kd_recognition", "embedding", "relational", "features",
@@ -127,19 +136,29 @@ class DistillationLoss(nn.Module):
         feature_loss: str = "mse",
         teacher_classifier: MarginSoftmax | None = None,
         teacher_classes: str = "match",
+        teacher_outputs: Sequence[str] | None = None,
+        student_outputs: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         unknown = set(weights) - set(self.TERMS)
         if unknown:
-            raise ValueError(f"unknown distill weight(s) {sorted(unknown)}; expected a subset of {list(self.TERMS)}")
+            raise ConfigError(f"unknown distill weight(s) {sorted(unknown)}; expected a subset of {list(self.TERMS)}")
         if kd_type not in ("soft", "hard"):
-            raise ValueError(f"distill.kd_type must be 'soft' or 'hard', got {kd_type!r}")
+            raise ConfigError(f"distill.kd_type must be 'soft' or 'hard', got {kd_type!r}")
         if teacher_classes not in ("match", "prefix"):
-            raise ValueError(f"distill.teacher_classes must be 'match' or 'prefix', got {teacher_classes!r}")
+            raise ConfigError(f"distill.teacher_classes must be 'match' or 'prefix', got {teacher_classes!r}")
+        if feature_loss not in FEATURE_LOSSES:  # else it fails only at the first training step
+            raise ConfigError(f"distill.feature_loss={feature_loss!r}: expected one of {', '.join(FEATURE_LOSSES)}")
         self.task_loss = task_loss
         self.weights = {t: 0.0 for t in self.TERMS} | {"task": 1.0} | dict(weights)
         self.temperature, self.kd_type, self.feature_loss = temperature, kd_type, feature_loss
         self.pairs = pair_features(feature_pairs, list(teacher_features), list(student_features))
+        if self.weights["features"] and not self.pairs:
+            raise ConfigError(
+                f"distill.weights.features={self.weights['features']:g} but distill.feature_pairs={feature_pairs!r}"
+                " pairs no feature maps, so the term would be zero: set distill.feature_pairs or"
+                " distill.weights.features=0"
+            )
         self.projectors = nn.ModuleDict(
             {s.replace(".", "_"): FeatureProjector(student_features[s][0], *teacher_features[t]) for t, s in self.pairs}
         )
@@ -150,12 +169,45 @@ class DistillationLoss(nn.Module):
             n_t = teacher_classifier.num_classes
             n_s = n_t if student_cls is None else student_cls.num_classes
             if n_s != n_t and not (teacher_classes == "prefix" and n_s < n_t):
-                raise ValueError(
+                raise ConfigError(
                     f"kd_recognition needs the teacher's identity classes: teacher has {n_t}, the distillation data "
                     f"{n_s}; set distill.weights.kd_recognition=0 (or distill.teacher_classes=prefix when the data's "
                     "classes are the teacher's first ones)"
                 )
             self.num_student_classes = n_s
+        if teacher_outputs is not None:
+            self._check_terms(list(teacher_outputs), None if student_outputs is None else list(student_outputs))
+
+    def _check_terms(self, teacher_outputs: list[str], student_outputs: list[str] | None) -> None:
+        """Refuse every weighted term that :meth:`forward` would skip for good (see the class doc)."""
+        for term, key in TERM_OUTPUTS.items():
+            w = self.weights[term]
+            if not w:
+                continue
+            for net, outputs in (("teacher", teacher_outputs), ("student", student_outputs)):
+                if outputs is not None and key not in outputs:
+                    raise ConfigError(
+                        f"distill.weights.{term}={w:g}: the {net} has no {key} output (its outputs: "
+                        f"{', '.join(outputs) or 'none'}); set distill.weights.{term}=0"
+                    )
+        w = self.weights["kd_recognition"]
+        if w and self.teacher_classifier is None:
+            raise ConfigError(
+                f"distill.weights.kd_recognition={w:g}: the teacher has no identity classifier (its checkpoint holds"
+                " no loss.recognition weights), so there are no class logits to distill; set"
+                " distill.weights.kd_recognition=0"
+            )
+        if w and self.task_loss.recognition is None:
+            raise ConfigError(
+                f"distill.weights.kd_recognition={w:g}: the student has no identity classifier (loss.recognition is"
+                " off: the data has no identity labels); set distill.weights.kd_recognition=0"
+            )
+        w = self.weights["landmarks_kd"]
+        if w and self.task_loss.landmarks is None:
+            raise ConfigError(
+                f"distill.weights.landmarks_kd={w:g}: the term reuses loss.landmarks, which is off; set"
+                " distill.weights.landmarks_kd=0"
+            )
 
     def teacher_keys(self) -> list[str]:
         """The teacher outputs this loss reads (what a teacher-output cache must keep)."""

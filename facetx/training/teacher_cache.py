@@ -21,10 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from facetx.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
-class TeacherCacheError(ValueError):
+class TeacherCacheError(UserError, ValueError):
     """The teacher cache cannot serve this run (augmented data, a cache of another size)."""
 
 

@@ -29,8 +29,9 @@ def test_newest_checkpoint_filters_task_and_model(tmp_path: Path, capsys: pytest
     assert main(["student", "--root", str(tmp_path)]) == 0 and capsys.readouterr().out.strip() == str(student)
     with pytest.raises(FileNotFoundError, match="no distill checkpoint"):
         newest_checkpoint(tmp_path / "train", "distill")
-    assert main(["teacher", "--root", str(tmp_path / "nowhere")]) == 1
-    assert "python train.py model=teacher" in capsys.readouterr().err
+    assert main(["teacher", "--root", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: locate teacher:") and "python train.py model=teacher" in err
 
 
 def test_combine_tables(tmp_path: Path) -> None:

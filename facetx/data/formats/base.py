@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from facetx.data.contract import make_sample
 from facetx.data.formats.errors import CorruptImageError, DataFormatError
 from facetx.data.landmarks import LAYOUTS, LandmarkLayout, get_layout
+from facetx.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class FormatDataset(Dataset):
 
     def __init__(self, layout: str | int | LandmarkLayout, transform: Transform | None, on_corrupt: str) -> None:
         if on_corrupt not in ON_CORRUPT:
-            raise ValueError(f"on_corrupt must be one of {ON_CORRUPT}, got {on_corrupt!r}")
+            raise ConfigError(f"on_corrupt must be one of {ON_CORRUPT}, got {on_corrupt!r}")
         self.layout = resolve_layout(layout)
         self.num_landmarks = int(self.layout.num_points)
         self.transform = transform

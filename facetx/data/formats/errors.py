@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from facetx.errors import UserError
 
-class DataFormatError(ValueError):
+
+class DataFormatError(UserError, ValueError):
     """A data set on disk does not match its format. The message is one line naming the file and what was wrong,
     e.g. ``"list.txt: line 12: expected 207 fields (...), got 205"``."""
 

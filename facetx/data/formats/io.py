@@ -19,6 +19,8 @@ def require_dir(path: str | os.PathLike, what: str) -> Path:
     if not p.is_dir():
         state = "is not a directory" if p.exists() else "does not exist"
         raise DataFormatError(f"{p}: {state} (expected {what})")
+    if not os.access(p, os.R_OK | os.X_OK):  # else the first listing fails with a bare PermissionError
+        raise DataFormatError(f"{p}: cannot list this folder (permission denied; expected {what})")
     return p
 
 
@@ -28,6 +30,8 @@ def require_file(path: str | os.PathLike, what: str) -> Path:
     if not p.is_file():
         state = "is not a file" if p.exists() else "does not exist"
         raise DataFormatError(f"{p}: {state} (expected {what})")
+    if not os.access(p, os.R_OK):
+        raise DataFormatError(f"{p}: cannot read this file (permission denied; expected {what})")
     return p
 
 
