@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import albumentations as A
 import numpy as np
 
+from facetx.data.sampler import current_sample_key
+
 # HorizontalFlip mirrors keypoints but keeps their labels (the left eye becomes a point on the right side still
 # called "left eye"); FaceAugment flips itself with a flip map instead. The others mirror or rotate the face too.
 _FORBIDDEN = ("HorizontalFlip", "VerticalFlip", "Transpose", "RandomRotate90", "D4", "SquareSymmetry")
@@ -34,10 +36,12 @@ class FaceAugment:
     ``flip_map``), then apply ``transforms`` in order. Landmarks follow the image exactly; points that leave the image
     are kept (never dropped or reordered).
 
-    Randomness: one numpy ``Generator`` and one ``random.Random`` drive the flip and every transform. ``seed`` makes
-    the sequence of outputs reproducible; ``None`` draws fresh OS entropy. Inside a torch DataLoader worker the state
-    is re-seeded once per worker from ``(seed, torch worker seed)``, since albumentations 2.0 does not do it and forked
-    workers would otherwise share one stream; torch's worker seed changes per epoch and follows ``torch.manual_seed``.
+    Randomness: one numpy ``Generator`` and one ``random.Random`` drive the flip and every transform. In the training
+    loader every sample is read under a :class:`facetx.data.sampler.SampleKey` ``(run seed, epoch, index)`` and the
+    state is re-seeded from ``(seed, *key)`` per sample, so an augmented epoch is the same with any number of workers
+    and after a resume. Called elsewhere, ``seed`` makes the sequence of outputs reproducible (``None``: fresh OS
+    entropy), and inside a torch DataLoader worker the state is re-seeded once per worker from ``(seed, torch worker
+    seed)``, since albumentations 2.0 does not do it and forked workers would otherwise share one stream.
     """
 
     def __init__(self, transforms: Sequence[A.BasicTransform], hflip_p: float = 0.5, seed: int | None = None) -> None:
@@ -86,6 +90,15 @@ class FaceAugment:
         self._rng = rng
         self._compose.set_random_state(rng, py)
 
+    def _reseed_for_sample(self) -> None:
+        # Inside the training loader (facetx.data.sampler.KeyedDataset) each sample's randomness is a function of
+        # (augment seed, run seed, epoch, index): the same in any worker and after a resume, with no state to save.
+        key = current_sample_key()
+        if key is not None:
+            self.reseed([*(() if self.seed is None else (self.seed,)), *key])
+        else:
+            self._reseed_for_worker()
+
     def _reseed_for_worker(self) -> None:
         # A DataLoader worker has imported torch.utils.data; otherwise we are not in one and need not import torch.
         data = sys.modules.get("torch.utils.data")
@@ -116,7 +129,7 @@ class FaceAugment:
                 raise ValueError(f"FaceAugment: landmarks must have shape [K, 2], got {landmarks.shape}")
             if self.hflip_p > 0.0:
                 flip_map = self._check_flip_map(flip_map, len(landmarks))
-        self._reseed_for_worker()
+        self._reseed_for_sample()
 
         h, w = image.shape[:2]
         if self.hflip_p > 0.0 and self._rng.random() < self.hflip_p:

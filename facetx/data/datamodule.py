@@ -8,6 +8,8 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
 from facetx.data.landmarks import LandmarkLayout
+from facetx.data.sampler import EpochSampler, KeyedDataset
+from facetx.errors import CheckpointError, ConfigError
 
 
 def _as_list(sets: Dataset | Sequence[Dataset] | None) -> list[Dataset]:
@@ -46,6 +48,7 @@ class FaceDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         persistent_workers: bool = True,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.train_set = train
@@ -56,11 +59,24 @@ class FaceDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
+        self.seed = int(seed)  # training order and augmentation draw from it (conf: ${seed})
+        self._resume_at: tuple[int, int] | None = None
         self.num_landmarks = num_landmarks
         self.root = root  # read by the data configs' ${data.root} interpolations
         if monitor_mode not in ("min", "max"):
-            raise ValueError(f"data.monitor_mode must be 'min' or 'max', got {monitor_mode!r}")
+            raise ConfigError(f"data.monitor_mode must be 'min' or 'max', got {monitor_mode!r}")
         self.monitor, self.monitor_mode = monitor, monitor_mode
+        from pathlib import Path
+
+        if isinstance(val_bins, str):  # a bare path would be read letter by letter
+            raise ConfigError(f"data.val_bins={val_bins}: expected a list of packs, e.g. data.val_bins=[{val_bins}]")
+        missing = [Path(p).expanduser() for p in val_bins or () if not Path(p).expanduser().is_file()]
+        if missing:
+            state = "is not a file" if missing[0].exists() else "does not exist"
+            raise ConfigError(
+                f"data.val_bins: {missing[0]} {state} (expected insightface verification packs such as lfw.bin;"
+                " data.val_bins=[] uses none)"
+            )
         if val_bins:
             from facetx.data.formats.verification import verification_sets
 
@@ -68,7 +84,7 @@ class FaceDataModule(pl.LightningDataModule):
         for ds in [self.train_set, *self.val_sets, *self.test_sets]:
             layout = getattr(ds, "layout", None)
             if layout is not None and layout.num_points != num_landmarks:
-                raise ValueError(
+                raise ConfigError(
                     f"data.num_landmarks={num_landmarks} but {getattr(ds, 'name', type(ds).__name__)} uses the "
                     f"{layout.name} layout with {layout.num_points} points: set data.num_landmarks={layout.num_points}"
                 )
@@ -81,22 +97,65 @@ class FaceDataModule(pl.LightningDataModule):
     def layout(self) -> LandmarkLayout:
         return self.train_set.layout
 
-    def _loader(self, ds: Dataset, train: bool) -> DataLoader:
+    def _loader(self, ds: Dataset) -> DataLoader:
         return DataLoader(
             ds,
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
-            drop_last=train,
+            batch_size=self.eval_batch_size,
+            shuffle=False,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, train=True)
+        """Batches in an order drawn from ``(seed, epoch)``, each sample augmented from ``(seed, epoch, index)``; a
+        resumed run starts where :meth:`load_state_dict` says (:mod:`facetx.data.sampler`)."""
+        sampler = EpochSampler(len(self.train_set), self.batch_size, seed=self.seed, shuffle=True, drop_last=True)
+        if len(sampler) == 0:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size}: the training set has only {len(self.train_set)} images "
+                f"({sampler.num_replicas} process(es)), fewer than one batch per process; lower data.batch_size "
+                f"to at most {len(self.train_set) // sampler.num_replicas}"
+            )
+        if self._resume_at is not None:
+            sampler.resume(*self._resume_at)
+            self._resume_at = None
+        return DataLoader(
+            KeyedDataset(self.train_set),
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+        )
+
+    def state_dict(self) -> dict[str, int]:
+        """The training position, as the trainer counts it: the epoch in flight and the batches finished in it (the
+        next epoch and 0 once it is over). Lightning stores it in every checkpoint."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return {}
+        loop = trainer.fit_loop
+        epoch = max(loop.epoch_progress.current.ready - 1, 0)
+        done = loop.epoch_loop.batch_progress.current.processed
+        if done >= trainer.num_training_batches:
+            epoch, done = epoch + 1, 0
+        return {"epoch": int(epoch), "batches": int(done), "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume the training order at ``state``; Lightning calls this before it builds the training loader."""
+        if not state:
+            return
+        if int(state["seed"]) != self.seed:
+            raise CheckpointError(
+                f"seed={self.seed}: the checkpoint's run drew its data order from seed={state['seed']}; resume "
+                f"with seed={state['seed']}"
+            )
+        self._resume_at = (int(state["epoch"]), int(state["batches"]))
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(ds, train=False) for ds in self.val_sets]
+        return [self._loader(ds) for ds in self.val_sets]
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(ds, train=False) for ds in self.test_sets]
+        return [self._loader(ds) for ds in self.test_sets]

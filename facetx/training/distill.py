@@ -11,10 +11,18 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from facetx.errors import CheckpointError, UserError
 from facetx.losses.distill import DistillationLoss
 from facetx.losses.margin import MarginSoftmax
 from facetx.models.facenet import FaceNet
-from facetx.training.checkpoint import CONFIG_KEY, load_checkpoint, load_face_net
+from facetx.training.callbacks import check_finite_loss
+from facetx.training.checkpoint import (
+    CONFIG_KEY,
+    build_face_net,
+    checkpoint_role,
+    describe_checkpoint,
+    load_checkpoint,
+)
 from facetx.training.module import (
     EvalMixin,
     OptimizerFactory,
@@ -27,8 +35,12 @@ from facetx.training.teacher_cache import TeacherCache
 log = logging.getLogger(__name__)
 
 
-class TeacherNotFoundError(FileNotFoundError):
+class TeacherNotFoundError(UserError, FileNotFoundError):
     """No teacher checkpoint given and none found: the user must train one first."""
+
+
+#: what ``teacher.ckpt_path`` should point at, for the error messages
+TEACHER_CHECKPOINT = "a checkpoints/last.ckpt written by train.py model=teacher"
 
 
 def find_teacher(search_dir: str | Path) -> Path:
@@ -45,16 +57,31 @@ def find_teacher(search_dir: str | Path) -> Path:
             found.append(p)
     if not found:
         raise TeacherNotFoundError(
-            f"no teacher checkpoint under {root.resolve()}: train one first with `python train.py model=teacher` "
-            "(or `make train`), or pass teacher.ckpt_path=PATH"
+            f"teacher.search_dir={root.resolve()}: no teacher checkpoint under it: train one first with `python"
+            " train.py model=teacher` (or `make train`), or pass teacher.ckpt_path=PATH"
         )
     return max(found, key=lambda p: p.stat().st_mtime)
 
 
-def load_teacher(ckpt_path: str | Path) -> tuple[FaceNet, MarginSoftmax | None, dict[str, Any]]:
-    """Teacher network (frozen, eval) and its margin classifier (for class-logit distillation), from a checkpoint."""
-    net, config = load_face_net(ckpt_path)
-    state = load_checkpoint(ckpt_path)["state_dict"]
+def load_teacher(
+    ckpt_path: str | Path, key: str | None = "teacher.ckpt_path"
+) -> tuple[FaceNet, MarginSoftmax | None, dict[str, Any]]:
+    """Teacher network (frozen, eval) and its margin classifier (for class-logit distillation), from a checkpoint.
+
+    A teacher is a ``train.py`` checkpoint (any ``model=``). A distilled student is refused: its classifier sits
+    elsewhere in the state dict and chaining distillations is not a recipe facetx measures. ``key`` names the config
+    key the path came from in the errors (None: a discovered checkpoint, named by its path alone).
+    """
+    ckpt = load_checkpoint(ckpt_path, key=key, expected=TEACHER_CHECKPOINT)
+    config = ckpt[CONFIG_KEY]["config"]
+    if checkpoint_role(config) != "net":
+        where = f"{key}={ckpt_path}" if key else str(ckpt_path)
+        raise CheckpointError(
+            f"{where}: {describe_checkpoint(config)} cannot teach: expected {TEACHER_CHECKPOINT} (or another"
+            " train.py model=...)"
+        )
+    net = build_face_net(ckpt, ckpt_path, "net.", key=key)
+    state = ckpt["state_dict"]
     classifier = None
     weight = state.get("loss.recognition.weight")
     rec_cfg = (config.get("loss") or {}).get("recognition")
@@ -131,6 +158,7 @@ class DistillModule(EvalMixin, pl.LightningModule):
         with torch.no_grad():
             t_out = self.teacher_outputs(image, batch["index"])
         losses = self.loss(s_out, t_out, batch)
+        check_finite_loss(losses["loss"], self._trainer)  # before backward: NaN never reaches the weights
         bs = image.shape[0]
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=bs)
         self.log_dict({f"train/{k}/loss": v for k, v in losses.items() if k != "loss"}, batch_size=bs)

@@ -12,6 +12,7 @@ from torch import nn
 
 from facetx.losses.multitask import MultiTaskLoss
 from facetx.models.facenet import FaceNet
+from facetx.training.callbacks import check_finite_loss
 from facetx.training.evaluation import HeldOutEvaluator, merge_set_metrics
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -166,6 +167,7 @@ class FaceModule(EvalMixin, pl.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self.net(batch["image"])
         losses = self.loss(out, batch)
+        check_finite_loss(losses["loss"], self._trainer)  # before backward: NaN never reaches the weights
         bs = batch["image"].shape[0]
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=bs)
         self.log_dict({f"train/{k}/loss": v for k, v in losses.items() if k != "loss"}, batch_size=bs)

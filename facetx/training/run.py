@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from facetx.training.callbacks import FinalValidation, StepSeed, TrainingInterrupted
 from facetx.training.checkpoint import AtomicCheckpointIO, StoreConfig
 
 log = logging.getLogger(__name__)
@@ -38,19 +40,27 @@ def setup_run(cfg: DictConfig) -> None:
 
 
 def build_callbacks(cfg: DictConfig, resolved: dict[str, Any]) -> list[pl.Callback]:
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and "_target_" in c]
+    """The ``callbacks`` entries (``null`` ones removed; one without ``_target_`` is a ConfigError) + StoreConfig."""
+    from facetx.config_checks import target_entries
+
+    callbacks = [instantiate(c) for c in target_entries(cfg, "callbacks")]
     callbacks.append(StoreConfig(resolved))
     return callbacks
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
-    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None and "_target_" in c]
+    """The ``logger`` entries (``null`` ones removed; one without ``_target_`` is a ConfigError)."""
+    from facetx.config_checks import target_entries
+
+    return [instantiate(c) for c in target_entries(cfg, "logger")]
 
 
 def build_trainer(cfg: DictConfig, resolved: dict[str, Any]) -> pl.Trainer:
+    # not config options: exact resume and a validated final step are what every run's outputs promise
+    always = [StepSeed(cfg.seed), FinalValidation()]
     return instantiate(
         cfg.trainer,
-        callbacks=build_callbacks(cfg, resolved),
+        callbacks=[*always, *build_callbacks(cfg, resolved)],
         logger=build_loggers(cfg) or False,
         plugins=[AtomicCheckpointIO()],
     )
@@ -81,11 +91,19 @@ def fit_and_report(cfg: DictConfig, datamodule: pl.LightningDataModule, module: 
     """Fit (resuming from ``cfg.ckpt_path``), make sure the final weights were validated, test, write metrics.json."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     trainer = build_trainer(cfg, resolved)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        with warnings.catch_warnings():
+            # Lightning looks for state on the loader; FaceDataModule keeps the training position itself and restores
+            # it before the loader is built (facetx.data.sampler), so a mid-epoch resume is exact.
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    except TrainingInterrupted as e:
+        log.warning("%s", e)
+        raise SystemExit(e.exit_code) from None
     if trainer.interrupted:
         raise KeyboardInterrupt("training interrupted; resume with ckpt_path=<run dir>/checkpoints/last.ckpt")
-    # Lightning skips validation when max_steps ends training between validation intervals: the report must describe
-    # the weights we hand on, so validate them here in that case.
+    # FinalValidation validates the last step inside fit; without validation in fit (limit_val_batches=0, an epoch
+    # that check_val_every_n_epoch skips) the report must still describe the weights we hand on.
     if getattr(module, "last_validated_step", None) != trainer.global_step:
         trainer.validate(module, datamodule=datamodule, verbose=False)
     metrics = final_metrics(trainer)
@@ -146,9 +164,11 @@ def distill(cfg: DictConfig) -> dict[str, float]:
     from facetx.training.distill import feature_info, find_teacher, load_teacher
 
     setup_run(cfg)
-    ckpt = cfg.teacher.get("ckpt_path") or find_teacher(cfg.teacher.search_dir)
+    given = cfg.teacher.get("ckpt_path")
+    ckpt = given or find_teacher(cfg.teacher.search_dir)
     log.info("teacher: %s", ckpt)
-    teacher, teacher_classifier, teacher_cfg = load_teacher(ckpt)
+    # errors name teacher.ckpt_path (load_teacher's default), or only the path of a discovered teacher
+    teacher, teacher_classifier, teacher_cfg = load_teacher(ckpt) if given else load_teacher(ckpt, key=None)
     datamodule = instantiate(cfg.data, _convert_="all")
     with open_dict(cfg):
         cfg.teacher.ckpt_path = str(ckpt)  # the stored config says which teacher taught this student
@@ -163,6 +183,9 @@ def distill(cfg: DictConfig) -> dict[str, float]:
         student_features=feature_info(student),
         teacher_features=feature_info(teacher),
         teacher_classifier=teacher_classifier,
+        # with the outputs known, a weighted term that could never be computed is refused now, not silently zero
+        teacher_outputs=teacher.output_names,
+        student_outputs=student.output_names,
     )
     cache = build_teacher_cache(cfg, ckpt, datamodule, loss.teacher_keys()) if cfg.teacher.get("cache_dir") else None
     module = instantiate(

@@ -1,0 +1,116 @@
+"""Training data order and augmentation as pure functions of (seed, epoch, index): what makes a resumed run exact.
+
+A killed run that resumes mid-epoch must see the batches the uninterrupted run would have seen, each augmented the
+same way, whatever the number of DataLoader workers. So nothing here carries hidden state forward:
+
+- :class:`EpochSampler` draws epoch ``e``'s order from ``(seed, e)`` alone and can start an epoch after its first
+  ``k`` batches (:meth:`EpochSampler.resume`). It is a ``DistributedSampler``, so Lightning keeps it under DDP (and
+  calls ``set_epoch``); each rank takes every ``world_size``-th index of the same order.
+- It yields :class:`SampleKey` ``(seed, epoch, index)``; :class:`KeyedDataset` reads ``dataset[index]`` with that key
+  set as the current sample key, and augmentations (``FaceAugment``) seed themselves from it.
+- The position to resume from (epoch, batches finished in it) is the trainer's count, saved by the datamodule
+  (:class:`facetx.data.datamodule.FaceDataModule`); the loader cannot count it itself, since Lightning prefetches a
+  batch and workers prefetch more.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Dataset, DistributedSampler
+
+
+class SampleKey(NamedTuple):
+    """Which sample is read and under which randomness: the run's data ``seed``, the ``epoch`` and the ``index``."""
+
+    seed: int
+    epoch: int
+    index: int
+
+
+_CURRENT_KEY: contextvars.ContextVar[SampleKey | None] = contextvars.ContextVar("facetx_sample_key", default=None)
+
+
+def current_sample_key() -> SampleKey | None:
+    """The key of the sample being read (inside :class:`KeyedDataset`), else None."""
+    return _CURRENT_KEY.get()
+
+
+@contextmanager
+def sample_key(key: SampleKey) -> Iterator[None]:
+    token = _CURRENT_KEY.set(key)
+    try:
+        yield
+    finally:
+        _CURRENT_KEY.reset(token)
+
+
+class KeyedDataset(Dataset):
+    """``dataset`` indexed by :class:`SampleKey`: ``self[key]`` is ``dataset[key.index]`` read with ``key`` current,
+    so its augmentation is a function of the key (and the same in any worker, before and after a resume)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: SampleKey) -> Any:
+        with sample_key(SampleKey(*key)):
+            return self.dataset[int(key[2])]
+
+    def __getattr__(self, name: str) -> Any:  # num_classes, layout, name, ... of the wrapped set
+        if name == "dataset":  # not set yet (unpickling in a worker): no recursion
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+class EpochSampler(DistributedSampler):
+    """Epoch ``e``: a permutation of ``range(size)`` drawn from ``(seed, e)`` (or the identity, ``shuffle=False``),
+    cut to a multiple of ``batch_size * world_size`` when ``drop_last``, dealt round-robin to the ranks; yields
+    :class:`SampleKey`. ``resume(epoch, batches)`` makes the next pass over that epoch skip its first ``batches``
+    batches (per rank)."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = True) -> None:
+        world, rank = (
+            (dist.get_world_size(), dist.get_rank()) if dist.is_available() and dist.is_initialized() else (1, 0)
+        )
+        # DistributedSampler's own fields (num_replicas, rank, epoch, seed, shuffle) keep their meaning
+        super().__init__(range(size), num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        self.size, self.batch_size = int(size), int(batch_size)
+        unit = self.batch_size * world
+        per_rank = (self.size // unit) * self.batch_size if drop_last else -(-self.size // world)
+        self.num_samples, self.total_size = per_rank, per_rank * world
+        self._resume: tuple[int, int] | None = None
+
+    def resume(self, epoch: int, batches: int) -> None:
+        self.set_epoch(epoch)
+        self._resume = (int(epoch), int(batches))
+
+    def order(self, epoch: int) -> list[int]:
+        """Every rank's sample indices of ``epoch``, in the order they are dealt (rank ``r`` takes ``[r::world]``)."""
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(self.size, generator=g).tolist()
+        else:
+            order = list(range(self.size))
+        if len(order) < self.total_size:  # not drop_last: pad by wrapping so every rank gets as many
+            order += order[: self.total_size - len(order)]
+        return order[: self.total_size]
+
+    def __iter__(self) -> Iterator[SampleKey]:
+        epoch, skip = self.epoch, 0
+        if self._resume is not None:
+            if self._resume[0] == epoch:
+                skip = self._resume[1] * self.batch_size
+            self._resume = None  # one-shot: later passes start at the beginning of their epoch
+        mine = self.order(epoch)[self.rank :: self.num_replicas]
+        return iter([SampleKey(self.seed, epoch, i) for i in mine[skip:]])
+
+    def __len__(self) -> int:
+        return self.num_samples
