@@ -26,9 +26,8 @@ GROUP_PACKAGES: dict[str, tuple[str, ...]] = {
     "augment": ("facetx.augment", "albumentations"),
     "model": ("facetx.models",),
     "student": ("facetx.models",),  # each file reuses the model/ file
-    "distill": ("facetx.losses",),  # the DistillationLoss recipe; the LightningModule is distill.yaml's `module`
-    # NB: the group is `loss` but the package is `losses` -- a known naming mismatch (another issue renames one)
-    "loss": ("facetx.losses",),
+    "distill": ("facetx.loss",),  # the DistillationLoss recipe; the LightningModule is distill.yaml's `module`
+    "loss": ("facetx.loss",),
     "optim": ("timm.optim", "torch.optim"),
     "scheduler": ("torch.optim.lr_scheduler",),
     "trainer": ("pytorch_lightning",),

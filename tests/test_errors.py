@@ -30,7 +30,7 @@ from facetx.errors import (
     find_user_error,
     user_message,
 )
-from facetx.losses import DistillationLoss, MarginSoftmax, MultiTaskLoss, WingLoss
+from facetx.loss import DistillationLoss, MarginSoftmax, MultiTaskLoss, WingLoss
 from facetx.training.checkpoint import (
     CONFIG_KEY,
     CheckpointNotFoundError,

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from facetx.errors import CheckpointError, UserError
-from facetx.losses.distill import DistillationLoss
-from facetx.losses.margin import MarginSoftmax
+from facetx.loss.distill import DistillationLoss
+from facetx.loss.margin import MarginSoftmax
 from facetx.models.facenet import FaceNet
 from facetx.training.callbacks import check_finite_loss
 from facetx.training.checkpoint import (

@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from facetx.losses.multitask import MultiTaskLoss
+from facetx.loss.multitask import MultiTaskLoss
 from facetx.models.facenet import FaceNet
 from facetx.training.callbacks import check_finite_loss
 from facetx.training.evaluation import HeldOutEvaluator, merge_set_metrics

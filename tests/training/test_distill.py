@@ -10,8 +10,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from facetx.losses import DistillationLoss, MarginSoftmax, MultiTaskLoss, WingLoss
-from facetx.losses.distill import feature_distance, kd_kl
+from facetx.loss import DistillationLoss, MarginSoftmax, MultiTaskLoss, WingLoss
+from facetx.loss.distill import feature_distance, kd_kl
 from facetx.training.checkpoint import load_checkpoint, load_face_net
 from facetx.training.distill import feature_info, find_teacher
 from facetx.training.run import distill, train

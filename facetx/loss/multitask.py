@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facetx.losses.margin import MarginSoftmax
+from facetx.loss.margin import MarginSoftmax
 
 TASK_KEYS = {"recognition": "has_identity", "landmarks": "has_landmarks", "expression": "has_expression",
              "spoof": "has_spoof"}  # fmt: skip

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from facetx.losses import L1Loss, MarginSoftmax, MultiTaskLoss, WingLoss
+from facetx.loss import L1Loss, MarginSoftmax, MultiTaskLoss, WingLoss
 
 
 def _emb(b: int = 6, d: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from facetx.losses import MarginSoftmax
+from facetx.loss import MarginSoftmax
 
 SCALE = 64.0
 #: angles (radians) between embedding and target center; the last ones pass the limit where a limit exists

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from facetx.errors import ConfigError
-from facetx.losses.margin import MarginSoftmax
-from facetx.losses.multitask import MultiTaskLoss
+from facetx.loss.margin import MarginSoftmax
+from facetx.loss.multitask import MultiTaskLoss
 
 FeatureInfo = Mapping[str, tuple[int, tuple[int, int]]]  # name -> (channels, (h, w))
 FEATURE_LOSSES = ("mse", "cosine")

@@ -1,0 +1,8 @@
+"""Losses: margin softmax (ArcFace/CosFace), landmark losses, the multitask loss, distillation."""
+
+from facetx.loss.distill import DistillationLoss, FeatureProjector
+from facetx.loss.landmarks import L1Loss, WingLoss
+from facetx.loss.margin import MarginSoftmax
+from facetx.loss.multitask import MultiTaskLoss
+
+__all__ = ["DistillationLoss", "FeatureProjector", "L1Loss", "MarginSoftmax", "MultiTaskLoss", "WingLoss"]
