@@ -17,7 +17,7 @@ from torch import nn
 from facetx.detect.anchors import get_spec
 
 
-def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
+def same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TensorFlow "SAME" padding (before, after) along one axis."""
     out = -(-size // stride)
     total = max((out - 1) * stride + kernel - size, 0)
@@ -34,8 +34,8 @@ class SameConv(nn.Conv2d):
         k, s = self.kernel_size[0], self.stride[0]
         if k == 1 and s == 1:
             return super().forward(x)
-        top, bottom = _same_pads(x.shape[-2], k, s)
-        left, right = _same_pads(x.shape[-1], k, s)
+        top, bottom = same_pads(x.shape[-2], k, s)
+        left, right = same_pads(x.shape[-1], k, s)
         return super().forward(F.pad(x, (left, right, top, bottom)))
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from facetx.data.landmarks import IBUG68, WFLW98, LandmarkLayout, get_layout
-from facetx.data.synthetic.geometry import _geometry
-from facetx.data.synthetic.identity import _sample_identity
+from facetx.data.synthetic.geometry import head_geometry
+from facetx.data.synthetic.identity import sample_identity
 
 
 @pytest.mark.parametrize("layout", [IBUG68, WFLW98])
@@ -42,8 +42,8 @@ def test_wflw98_mirror_pairs() -> None:
 
 def test_ibug68_flip_of_a_frontal_synthetic_face_is_the_same_face() -> None:
     """Mirror x and permute by the flip map: a symmetric frontal face maps onto itself (left/right really swap)."""
-    idn = _sample_identity(np.random.default_rng(0))
-    lm, *_ = _geometry(idn, 0, 0.0, 0.0, 0.0, 0.0, 33.0, np.zeros(2))
+    idn = sample_identity(np.random.default_rng(0))
+    lm, *_ = head_geometry(idn, 0, 0.0, 0.0, 0.0, 0.0, 33.0, np.zeros(2))
     cx = lm[[36, 45], 0].mean()
     mirrored = lm.copy()
     mirrored[:, 0] = 2 * cx - mirrored[:, 0]

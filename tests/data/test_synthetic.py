@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Subset
 from facetx.data.contract import EXPRESSIONS
 from facetx.data.landmarks import IBUG68
 from facetx.data.synthetic import SyntheticFaces, dataset, geometry, identity, raw_pixel_verification, render
-from facetx.training.metrics import cosine_scores, verification_accuracy
+from facetx.metrics import cosine_scores, verification_accuracy
 
 
 def test_same_seed_same_pixels_and_labels_different_seed_differs() -> None:
@@ -88,12 +88,12 @@ def test_landmarks_inside_the_crop_and_on_the_drawn_features() -> None:
 
 
 def test_eye_and_open_mouth_pixels_match_their_landmarks() -> None:
-    idn = identity._sample_identity(np.random.default_rng(5))
-    lm, parts, teeth, ears = geometry._geometry(
+    idn = identity.sample_identity(np.random.default_rng(5))
+    lm, parts, teeth, ears = geometry.head_geometry(
         idn, EXPRESSIONS.index("surprise"), 1.0, 0.0, 0.0, 0.0, 36.0, np.zeros(2)
     )
     bg = np.full((112, 112, 3), 128, np.uint8)
-    img = render._paint(idn, lm, parts, teeth, ears, np.random.default_rng(0), bg, 36.0, 0.0, dataset._noise_bank(0))
+    img = render.paint_face(idn, lm, parts, teeth, ears, np.random.default_rng(0), bg, 36.0, 0.0, dataset.noise_bank(0))
     pix = img.astype(np.float32)
 
     def at(p: np.ndarray) -> np.ndarray:
@@ -108,8 +108,8 @@ def test_eye_and_open_mouth_pixels_match_their_landmarks() -> None:
 
 
 def test_expressions_move_the_landmarks() -> None:
-    idn = identity._sample_identity(np.random.default_rng(2))
-    shapes = [geometry._geometry(idn, e, 1.0, 0.2, 0.1, 0.0, 33.0, np.zeros(2))[0] for e in range(len(EXPRESSIONS))]
+    idn = identity.sample_identity(np.random.default_rng(2))
+    shapes = [geometry.head_geometry(idn, e, 1.0, 0.2, 0.1, 0.0, 33.0, np.zeros(2))[0] for e in range(len(EXPRESSIONS))]
     for a in range(len(shapes)):
         for b in range(a + 1, len(shapes)):
             moved = np.linalg.norm(shapes[a][17:] - shapes[b][17:], axis=1)
@@ -198,10 +198,10 @@ def test_difficulty_raw_pixels_fail_while_attributes_carry_identity() -> None:
 
 
 def test_geometry_frontal_pose_places_eyes_like_an_arcface_crop() -> None:
-    idn = identity._sample_identity(np.random.default_rng(9))
-    lm, *_ = geometry._geometry(idn, 0, 0.0, 0.0, 0.0, 0.0, geometry._PX_PER_UNIT, np.zeros(2))
+    idn = identity.sample_identity(np.random.default_rng(9))
+    lm, *_ = geometry.head_geometry(idn, 0, 0.0, 0.0, 0.0, 0.0, geometry.PX_PER_UNIT, np.zeros(2))
     eyes = IBUG68.five_points(lm)[:2]
     assert abs(eyes[:, 1].mean() - 0.45 * 112) < 3 and abs(eyes[:, 0].mean() - 56) < 3
-    yawed, *_ = geometry._geometry(idn, 0, 0.0, math.radians(30), 0.0, 0.0, geometry._PX_PER_UNIT, np.zeros(2))
+    yawed, *_ = geometry.head_geometry(idn, 0, 0.0, math.radians(30), 0.0, 0.0, geometry.PX_PER_UNIT, np.zeros(2))
     w0, w1 = lm[16, 0] - lm[0, 0], yawed[16, 0] - yawed[0, 0]
     assert w1 < w0  # the face narrows when it turns (contour follows the silhouette)

@@ -21,7 +21,7 @@ from facetx.detect.anchors import (
     ssd_anchors,
     weighted_nms,
 )
-from facetx.detect.blazeface import BlazeFace, SameConv, _same_pads
+from facetx.detect.blazeface import BlazeFace, SameConv, same_pads
 from facetx.detect.weights import (
     FETCH_COMMAND,
     TFLITE_FILES,
@@ -105,10 +105,10 @@ def test_weighted_nms_blends_overlaps_and_keeps_separate_faces() -> None:
 
 
 def test_same_padding_matches_tensorflow() -> None:
-    assert _same_pads(128, 5, 2) == (1, 2)
-    assert _same_pads(64, 3, 2) == (0, 1)
-    assert _same_pads(64, 3, 1) == (1, 1)
-    assert _same_pads(7, 3, 2) == (1, 1)
+    assert same_pads(128, 5, 2) == (1, 2)
+    assert same_pads(64, 3, 2) == (0, 1)
+    assert same_pads(64, 3, 1) == (1, 1)
+    assert same_pads(7, 3, 2) == (1, 1)
     conv = SameConv(1, 1, 3, stride=2)
     torch.nn.init.ones_(conv.weight)
     torch.nn.init.zeros_(conv.bias)

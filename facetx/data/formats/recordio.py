@@ -27,8 +27,8 @@ from facetx.data.formats.io import require_file
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
 _LEN_MASK = (1 << 29) - 1
-_IR = struct.Struct("<IfQQ")
-IR_SIZE = _IR.size  # 24
+_IR_HEADER = struct.Struct("<IfQQ")  # IRHeader: flag, label, id, id2
+IR_SIZE = _IR_HEADER.size  # 24
 
 
 @dataclass(frozen=True)
@@ -45,16 +45,16 @@ class IRHeader:
 def pack_record(label: float | np.ndarray | list[float], payload: bytes, id: int = 0, id2: int = 0) -> bytes:
     """``mxnet.recordio.pack``: a scalar label goes in the header (flag 0); an array goes after it (flag = size)."""
     if np.ndim(label) == 0:
-        return _IR.pack(0, float(label), id, id2) + payload
+        return _IR_HEADER.pack(0, float(label), id, id2) + payload
     arr = np.asarray(label, dtype="<f4").ravel()
-    return _IR.pack(arr.size, 0.0, id, id2) + arr.tobytes() + payload
+    return _IR_HEADER.pack(arr.size, 0.0, id, id2) + arr.tobytes() + payload
 
 
 def unpack_record(data: bytes, where: str) -> tuple[IRHeader, bytes]:
     """``mxnet.recordio.unpack``: record bytes -> (header, payload after the header and its labels)."""
     if len(data) < IR_SIZE:
         raise DataFormatError(f"{where}: record of {len(data)} bytes is shorter than its {IR_SIZE}-byte IRHeader")
-    flag, label, id_, id2 = _IR.unpack_from(data)
+    flag, label, id_, id2 = _IR_HEADER.unpack_from(data)
     rest = data[IR_SIZE:]
     if flag > 0:
         if len(rest) < 4 * flag:

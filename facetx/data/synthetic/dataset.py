@@ -8,21 +8,21 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from facetx.data.contract import make_sample
+from facetx.data.contract import IMAGE_SIZE, make_sample
 from facetx.data.landmarks import IBUG68, LandmarkLayout
-from facetx.data.synthetic.geometry import _S
-from facetx.data.synthetic.identity import _Identity, _sample_identity
-from facetx.data.synthetic.render import _render
+from facetx.data.synthetic.identity import Identity, sample_identity
+from facetx.data.synthetic.render import render_face
+from facetx.metrics import cosine_scores, verification_accuracy
 
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 _TAG_IDENTITY, _TAG_IMAGE, _TAG_PAIRS, _TAG_BANK = 1, 2, 3, 4
 
 
 @lru_cache(maxsize=4)
-def _noise_bank(seed: int) -> np.ndarray:
-    """A fixed Gaussian noise texture ``[2S, 2S, 3]``; images take random crops of it (cheaper than fresh noise)."""
+def noise_bank(seed: int) -> np.ndarray:
+    """A fixed Gaussian noise texture ``[224, 224, 3]``; images take random crops of it (cheaper than fresh noise)."""
     rng = np.random.default_rng(np.random.SeedSequence((seed, _TAG_BANK)))
-    return rng.standard_normal((2 * _S, 2 * _S, 3), dtype=np.float32)
+    return rng.standard_normal((2 * IMAGE_SIZE, 2 * IMAGE_SIZE, 3), dtype=np.float32)
 
 
 class SyntheticFaces(torch.utils.data.Dataset):
@@ -63,7 +63,7 @@ class SyntheticFaces(torch.utils.data.Dataset):
         self.layout: LandmarkLayout = IBUG68
         self.num_landmarks: int = IBUG68.num_points
         self.num_classes: int = self.num_identities
-        self._identities: dict[int, _Identity] = {}
+        self._identities: dict[int, Identity] = {}
         self.pairs: torch.Tensor | None = None if split == "train" else self._make_pairs(int(num_pairs))
 
     def __len__(self) -> int:
@@ -72,12 +72,12 @@ class SyntheticFaces(torch.utils.data.Dataset):
     def _rng(self, *key: int) -> np.random.Generator:
         return np.random.default_rng(np.random.SeedSequence((self.seed, SPLITS[self.split], *key)))
 
-    def _identity(self, k: int) -> _Identity:
+    def _identity(self, k: int) -> Identity:
         idn = self._identities.get(k)
         if idn is None:
             if len(self._identities) > 10000:  # bound memory in long-lived workers
                 self._identities.clear()
-            idn = self._identities[k] = _sample_identity(self._rng(_TAG_IDENTITY, k))
+            idn = self._identities[k] = sample_identity(self._rng(_TAG_IDENTITY, k))
         return idn
 
     def _image_rng(self, index: int) -> tuple[np.random.Generator, bool]:
@@ -95,7 +95,7 @@ class SyntheticFaces(torch.utils.data.Dataset):
         index = int(index)
         rng, spoof = self._image_rng(index)
         identity = index // self.images_per_identity
-        image, landmarks, expression = _render(self._identity(identity), rng, spoof, _noise_bank(self.seed))
+        image, landmarks, expression = render_face(self._identity(identity), rng, spoof, noise_bank(self.seed))
         return image, landmarks, identity, expression, int(spoof)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
@@ -146,9 +146,6 @@ def raw_pixel_verification(dataset: SyntheticFaces) -> float:
 
     The difficulty floor a learned embedding must beat; renders without ``dataset.transform``.
     """
-    # the same metric code as the model's accuracy; imported here so that data does not import training at load time
-    from facetx.training.metrics import cosine_scores, verification_accuracy
-
     if dataset.pairs is None:
         raise ValueError(f"raw_pixel_verification: split {dataset.split!r} has no verification pairs")
     pairs = dataset.pairs

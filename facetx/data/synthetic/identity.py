@@ -27,7 +27,9 @@ _LIPSTICK = np.array([(180, 30, 50), (220, 90, 130), (120, 30, 60), (190, 120, 1
 _FRAME = np.array([(15, 15, 15), (90, 60, 30), (180, 150, 60), (170, 170, 175), (150, 20, 30), (30, 40, 120)])
 
 
-class _Style(NamedTuple):
+class HairStyle(NamedTuple):
+    """How a hair style is built (see :data:`HAIR_STYLES`; ``None`` there: shaved)."""
+
     vol: float  # hair shell thickness (units)
     y_cut: float  # lowest hair height (units below the eye line)
     fringe: bool = False
@@ -36,24 +38,24 @@ class _Style(NamedTuple):
     over_ears: bool = False
 
 
-_STYLES: dict[str, _Style | None] = {
+HAIR_STYLES: dict[str, HairStyle | None] = {
     "shaved": None,
-    "horseshoe": _Style(0.06, 0.35),
-    "buzz": _Style(0.03, -0.1),
-    "short": _Style(0.10, 0.0),
-    "side_part": _Style(0.15, 0.1),
-    "fringe": _Style(0.13, 0.2, fringe=True),
-    "long": _Style(0.13, 3.6, over_ears=True),
-    "curly": _Style(0.38, 0.5, bumpy=True, over_ears=True),
-    "bob": _Style(0.18, 1.3, fringe=True, over_ears=True),
-    "ponytail": _Style(0.06, 0.0, tail=True),
+    "horseshoe": HairStyle(0.06, 0.35),
+    "buzz": HairStyle(0.03, -0.1),
+    "short": HairStyle(0.10, 0.0),
+    "side_part": HairStyle(0.15, 0.1),
+    "fringe": HairStyle(0.13, 0.2, fringe=True),
+    "long": HairStyle(0.13, 3.6, over_ears=True),
+    "curly": HairStyle(0.38, 0.5, bumpy=True, over_ears=True),
+    "bob": HairStyle(0.18, 1.3, fringe=True, over_ears=True),
+    "ponytail": HairStyle(0.06, 0.0, tail=True),
 }
-_STYLE_NAMES = tuple(_STYLES)
+_STYLE_NAMES = tuple(HAIR_STYLES)
 _STYLE_P = np.array([4, 6, 10, 16, 14, 12, 14, 8, 8, 8], dtype=np.float64)
 
 
 @dataclass
-class _Identity:
+class Identity:
     """Identity parameters (units: 1 ~ eye-center distance; colors RGB 0-255)."""
 
     shape: np.ndarray  # [68, 3] neutral landmarks; jaw rows are recomputed per pose
@@ -91,7 +93,8 @@ def _mix(palette: np.ndarray, rng: np.random.Generator, p: np.ndarray | None = N
     return (palette[a] * (1 - (m := rng.uniform(0, 0.35))) + palette[b] * m) * rng.uniform(0.88, 1.12)
 
 
-def _sample_identity(rng: np.random.Generator) -> _Identity:
+def sample_identity(rng: np.random.Generator) -> Identity:
+    """Draw one identity's parameters from ``rng``."""
     u = rng.uniform
     eye_d, eye_w, eye_h, tilt = u(0.88, 1.12), u(0.38, 0.54), u(0.11, 0.21), u(-0.05, 0.05)
     face_w, jaw_n, jaw_y, chin_y = u(0.98, 1.3), u(1.7, 3.6), u(0.0, 0.25), u(1.55, 1.9)
@@ -151,7 +154,7 @@ def _sample_identity(rng: np.random.Generator) -> _Identity:
     if rng.random() < 0.3:  # a mark at a fixed barycentric position of a landmark triangle
         tri = ((31, 48, 3), (35, 54, 13), (48, 57, 6), (19, 24, 27), (36, 31, 2), (45, 35, 14))[rng.integers(6)]
         mole = (*tri, u(0.15, 0.5), u(0.15, 0.5))
-    return _Identity(
+    return Identity(
         shape=p, face_w=face_w, jaw_n=jaw_n, jaw_y=jaw_y, chin_y=chin_y, skull_depth=u(1.1, 1.35),
         hairline=(u(-1.2, -0.8), u(-0.45, -0.25), u(0.0, 0.3) if rng.random() < 0.3 else 0.0),
         skin=skin, lip=lip, hair=hair, beard=np.clip(natural * 0.85, 0, 255), brow=np.clip(brow, 0, 255),
@@ -205,7 +208,7 @@ def _expression_table() -> np.ndarray:
     return table * _EXPRESSION_GAIN
 
 
-def _expression_offsets(p: np.ndarray, expression: int, k: float) -> tuple[np.ndarray, float, bool]:
+def expression_offsets(p: np.ndarray, expression: int, k: float) -> tuple[np.ndarray, float, bool]:
     """Deform neutral landmarks ``p [68, 3]`` by ``EXPRESSIONS[expression]`` at intensity ``k``.
 
     Returns (deformed copy, chin drop in units, whether teeth show).

@@ -9,17 +9,41 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from facetx.data.contract import EXPRESSIONS
-from facetx.data.synthetic.geometry import _PX_PER_UNIT, _S, _UNIT_CIRCLE, _chaikin, _geometry, _lin
-from facetx.data.synthetic.identity import _STYLES, _Identity
+from facetx.data.contract import EXPRESSIONS, IMAGE_SIZE
+from facetx.data.synthetic.geometry import PX_PER_UNIT, fast_linspace, head_geometry
+from facetx.data.synthetic.identity import HAIR_STYLES, Identity
 
-_SHIFT = 16.0  # cv2 sub-pixel drawing: coordinates carry 4 fractional bits
+# cv2 sub-pixel drawing: coordinates are fixed point with _SUBPIXEL_BITS fractional bits (cv2's ``shift`` argument),
+# i.e. in units of 1 / _SUBPIXEL_SCALE px
+_SUBPIXEL_BITS = 4
+_SUBPIXEL_SCALE = float(1 << _SUBPIXEL_BITS)  # fixed-point units per pixel
 _AA = cv2.LINE_AA
+_CROP_WH = (IMAGE_SIZE, IMAGE_SIZE)  # cv2 (width, height) of the image
+_CROP_CENTER = IMAGE_SIZE / 2  # px, both axes
+_UNIT_CIRCLE = np.stack([np.cos(np.arange(16) * math.pi / 8), np.sin(np.arange(16) * math.pi / 8)], 1)
 
 
-def _fx(p: np.ndarray) -> np.ndarray:
-    """Float pixel coordinates -> int32 cv2 coordinates with 4 fractional bits."""
-    return np.rint(p * _SHIFT).astype(np.int32)
+def _to_fixed_point(p: np.ndarray) -> np.ndarray:
+    """Float pixel coordinates -> int32 cv2 coordinates with ``_SUBPIXEL_BITS`` fractional bits."""
+    return np.rint(p * _SUBPIXEL_SCALE).astype(np.int32)
+
+
+@lru_cache(maxsize=32)
+def _chaikin_matrix(n: int, iters: int) -> np.ndarray:
+    """Chaikin corner cutting of an open ``n``-point polyline as one linear map (end points kept)."""
+    m = np.eye(n)
+    for _ in range(iters):
+        k = len(m)
+        q = np.empty((2 * k - 2, n))
+        q[0::2] = 0.75 * m[:-1] + 0.25 * m[1:]
+        q[1::2] = 0.25 * m[:-1] + 0.75 * m[1:]
+        m = np.concatenate([m[:1], q, m[-1:]])
+    return m
+
+
+def _chaikin(p: np.ndarray, iters: int = 2) -> np.ndarray:
+    """Smooth an open polyline ``[N, 2]`` keeping its end points."""
+    return _chaikin_matrix(len(p), iters) @ p
 
 
 def _col(c: np.ndarray) -> tuple[float, float, float]:
@@ -27,54 +51,54 @@ def _col(c: np.ndarray) -> tuple[float, float, float]:
 
 
 def _poly(img: np.ndarray, pts: np.ndarray, color: np.ndarray) -> None:
-    cv2.fillPoly(img, [_fx(pts)], _col(color), _AA, 4)
+    cv2.fillPoly(img, [_to_fixed_point(pts)], _col(color), _AA, _SUBPIXEL_BITS)
 
 
 def _line(img: np.ndarray, pts: np.ndarray, color: np.ndarray, thickness: int = 1, closed: bool = False) -> None:
-    cv2.polylines(img, [_fx(pts)], closed, _col(color), thickness, _AA, 4)
+    cv2.polylines(img, [_to_fixed_point(pts)], closed, _col(color), thickness, _AA, _SUBPIXEL_BITS)
 
 
 def _disc(img: np.ndarray, c: np.ndarray, r: float, color: np.ndarray) -> None:
-    center = (int(round(c[0] * _SHIFT)), int(round(c[1] * _SHIFT)))
-    cv2.circle(img, center, max(int(r * _SHIFT), 8), _col(color), -1, _AA, 4)
+    center = (int(round(c[0] * _SUBPIXEL_SCALE)), int(round(c[1] * _SUBPIXEL_SCALE)))
+    cv2.circle(img, center, max(int(r * _SUBPIXEL_SCALE), 8), _col(color), -1, _AA, _SUBPIXEL_BITS)
 
 
 @lru_cache(maxsize=4)
 def _grid(step: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-center coordinates (x, y) of the crop, float32 [S/step, S/step], sampled every ``step`` px."""
-    c = np.arange(_S // step, dtype=np.float32) * step + (step - 1) / 2
+    """Pixel-center coordinates (x, y) of the crop, float32 [112 / step, 112 / step], sampled every ``step`` px."""
+    c = np.arange(IMAGE_SIZE // step, dtype=np.float32) * step + (step - 1) / 2
     yy, xx = np.meshgrid(c, c, indexing="ij")
     return xx, yy
 
 
 def _background(rng: np.random.Generator) -> np.ndarray:
-    """Random background: flat, gradient, radial, blotchy texture, stripes, plus optional clutter. uint8 [S, S, 3]."""
+    """Random background, uint8 [112, 112, 3]: flat, gradient, radial, blotchy texture, stripes, optional clutter."""
     c0, c1 = rng.uniform(0, 255, 3).astype(np.float32), rng.uniform(0, 255, 3).astype(np.float32)
     kind = rng.integers(5)
     if kind == 0:
-        bg = np.empty((_S, _S, 3), np.uint8)
+        bg = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
         bg[:] = c0.astype(np.uint8)
     elif kind in (1, 2):  # smooth: compute at 1/4 resolution, upsample
         xx, yy = _grid(4)
         if kind == 1:
             a = rng.uniform(0, 2 * math.pi)
-            t = ((xx - _S / 2) * math.cos(a) + (yy - _S / 2) * math.sin(a)) / _S + 0.5
+            t = ((xx - _CROP_CENTER) * math.cos(a) + (yy - _CROP_CENTER) * math.sin(a)) / IMAGE_SIZE + 0.5
         else:
-            cx, cy = rng.uniform(0, _S, 2)
-            t = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2) / (_S * rng.uniform(0.5, 1.2))
+            cx, cy = rng.uniform(0, IMAGE_SIZE, 2)
+            t = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2) / (IMAGE_SIZE * rng.uniform(0.5, 1.2))
         small = c0 + np.clip(t, 0, 1)[..., None] * (c1 - c0)
-        bg = cv2.resize(small, (_S, _S), interpolation=cv2.INTER_LINEAR).astype(np.uint8)
+        bg = cv2.resize(small, _CROP_WH, interpolation=cv2.INTER_LINEAR).astype(np.uint8)
     elif kind == 3:
         n = int(rng.integers(2, 9))
         small = rng.uniform(0, 255, (n, n, 3)).astype(np.float32)
-        bg = np.clip(cv2.resize(small, (_S, _S), interpolation=cv2.INTER_CUBIC), 0, 255).astype(np.uint8)
+        bg = np.clip(cv2.resize(small, _CROP_WH, interpolation=cv2.INTER_CUBIC), 0, 255).astype(np.uint8)
     else:
         xx, yy = _grid()
         a, f = rng.uniform(0, math.pi), rng.uniform(0.03, 0.25)
         t = np.sin((xx * math.cos(a) + yy * math.sin(a)) * (2 * math.pi * f)) * 0.5 + 0.5
         bg = (c0 + t[..., None] * (c1 - c0)).astype(np.uint8)
     for _ in range(int(rng.integers(0, 7)) if rng.random() < 0.5 else 0):
-        color, (x0, y0, x1, y1) = _col(rng.uniform(0, 255, 3)), rng.uniform(-10, _S + 10, 4).astype(int)
+        color, (x0, y0, x1, y1) = _col(rng.uniform(0, 255, 3)), rng.uniform(-10, IMAGE_SIZE + 10, 4).astype(int)
         shape = rng.integers(3)
         if shape == 0:
             cv2.rectangle(bg, (x0, y0), (x1, y1), color, -1)
@@ -92,7 +116,7 @@ def _clip_disc(img: np.ndarray, convex: np.ndarray, c: np.ndarray, r: float, col
         _poly(img, inter[:, 0], color)
 
 
-def _eye(img: np.ndarray, p: np.ndarray, idn: _Identity, gaze: np.ndarray, lash: np.ndarray) -> None:
+def _eye(img: np.ndarray, p: np.ndarray, idn: Identity, gaze: np.ndarray, lash: np.ndarray) -> None:
     """Eye from its 6 landmarks (corner, 2 upper, corner, 2 lower): sclera, then iris and pupil clipped to the lids."""
     upper, lower = _chaikin(p[0:4]), _chaikin(p[[3, 4, 5, 0]])
     poly = np.concatenate([upper, lower[1:-1]])
@@ -108,7 +132,7 @@ def _eye(img: np.ndarray, p: np.ndarray, idn: _Identity, gaze: np.ndarray, lash:
     _line(img, upper, lash, 1)
 
 
-def _mouth(img: np.ndarray, lm: np.ndarray, idn: _Identity, teeth: bool) -> None:
+def _mouth(img: np.ndarray, lm: np.ndarray, idn: Identity, teeth: bool) -> None:
     up_out, low_out = _chaikin(lm[48:55], 1), _chaikin(lm[[54, 55, 56, 57, 58, 59, 48]], 1)
     up_in, low_in = lm[60:65], lm[[64, 65, 66, 67, 60]]
     lip = idn.lip
@@ -126,8 +150,8 @@ def _mouth(img: np.ndarray, lm: np.ndarray, idn: _Identity, teeth: bool) -> None
         _line(img, _chaikin(up_in, 1), lip * 0.5, 1)
 
 
-def _paint(
-    idn: _Identity,
+def paint_face(
+    idn: Identity,
     lm: np.ndarray,
     parts: dict[str, np.ndarray],
     teeth: bool,
@@ -142,7 +166,7 @@ def _paint(
 
     ``light_x``: horizontal component of the light direction (the nose shadow falls on the other side).
     """
-    img, skin, hair, style = bg, idn.skin, idn.hair, _STYLES[idn.style]
+    img, skin, hair, style = bg, idn.skin, idn.hair, HAIR_STYLES[idn.style]
     _poly(img, parts["shoulders"], rng.uniform(0, 255, 3))  # clothing: nuisance
 
     def ears() -> None:
@@ -150,9 +174,14 @@ def _paint(
         for i in range(2):
             if ears_visible[i]:
                 cen, top, lat = e[3 * i : 3 * i + 3]
-                ax = (max(int(np.linalg.norm(lat - cen) * _SHIFT), 8), max(int(np.linalg.norm(top - cen) * _SHIFT), 8))
+                ax = (
+                    max(int(np.linalg.norm(lat - cen) * _SUBPIXEL_SCALE), 8),
+                    max(int(np.linalg.norm(top - cen) * _SUBPIXEL_SCALE), 8),
+                )
                 angle = math.degrees(math.atan2(top[0] - cen[0], cen[1] - top[1]))
-                cv2.ellipse(img, tuple(_fx(cen)), ax, angle, 0, 360, _col(skin * 0.9), -1, _AA, 4)
+                cv2.ellipse(
+                    img, tuple(_to_fixed_point(cen)), ax, angle, 0, 360, _col(skin * 0.9), -1, _AA, _SUBPIXEL_BITS
+                )
                 if idn.earrings:
                     _disc(img, cen + (cen - top) * 1.1, 0.06 * scale, np.array((225, 190, 80)))
 
@@ -177,9 +206,9 @@ def _paint(
     if "beard" in parts:
         if idn.beard_style == "stubble":  # speckled: a noise texture gates the beard color
             mask = np.zeros(img.shape[:2], np.uint8)
-            cv2.fillPoly(mask, [_fx(parts["beard"])], 150, _AA, 4)
-            ox, oy = rng.integers(0, _S, 2)
-            mask[bank[oy : oy + _S, ox : ox + _S, 0] < -0.2] = 0
+            cv2.fillPoly(mask, [_to_fixed_point(parts["beard"])], 150, _AA, _SUBPIXEL_BITS)
+            ox, oy = rng.integers(0, IMAGE_SIZE, 2)
+            mask[bank[oy : oy + IMAGE_SIZE, ox : ox + IMAGE_SIZE, 0] < -0.2] = 0
             a = mask[..., None].astype(np.uint16)
             img[:] = ((img * (255 - a) + idn.beard.astype(np.uint16) * a) // 255).astype(np.uint8)
         else:
@@ -188,7 +217,7 @@ def _paint(
     if "streaks" in parts:  # combed strands from the hairline
         n = len(parts["streaks"]) // 2
         segs = np.stack([parts["streaks"][:n], parts["streaks"][n:]], 1)
-        cv2.polylines(img, list(_fx(segs)), False, _col(hair * 0.78), 1, _AA, 4)
+        cv2.polylines(img, list(_to_fixed_point(segs)), False, _col(hair * 0.78), 1, _AA, _SUBPIXEL_BITS)
     # nose: the side away from the light in shadow, alar crease, nostrils, lit tip
     wing, eye = (31, 39) if light_x > 0 else (35, 42)
     _poly(img, np.stack([lm[27], lm[30], lm[33], lm[wing], lm[wing] * 0.7 + lm[eye] * 0.3]), skin * 0.9)
@@ -204,7 +233,7 @@ def _paint(
     down = parts["down"] / max(np.linalg.norm(parts["down"]), 1e-6)
     for brow in (lm[21:16:-1], lm[22:27]):  # inner -> outer
         top = _chaikin(brow, 1)
-        prof = _lin(1.0, 0.45, len(top))[:, None] * (idn.brow_thick * scale)
+        prof = fast_linspace(1.0, 0.45, len(top))[:, None] * (idn.brow_thick * scale)
         _poly(img, np.concatenate([top, (top + prof * down)[::-1]]), idn.brow)
     _mouth(img, lm, idn, teeth)
     if "front" in parts:
@@ -241,7 +270,7 @@ def _light(img: np.ndarray, bg: np.ndarray, parts: dict[str, np.ndarray], scale:
     """Directional shading on the head (an ellipsoid normal field), a softer ramp on the background, uneven
     illumination across the frame, a color cast.
 
-    ``img`` uint8 with the face, ``bg`` the background alone; returns float32 [S, S, 3] in 0-255.
+    ``img`` uint8 with the face, ``bg`` the background alone; returns float32 [112, 112, 3] in 0-255.
     """
     xx, yy = _grid(4)  # shading is smooth: compute it at 1/4 resolution and upsample
     lx, ly, lz, ambient, cast, (fa, fs) = light
@@ -250,9 +279,11 @@ def _light(img: np.ndarray, bg: np.ndarray, parts: dict[str, np.ndarray], scale:
     r2 = u * u + v * v
     inv = 1.0 / np.sqrt(np.maximum(r2, 1.0))
     diffuse = np.maximum((u * lx + v * ly) * inv + np.sqrt(np.maximum(1.0 - r2, 0.0)) * lz, 0.0)
-    falloff = 1.0 + fs * ((xx - _S / 2) * math.cos(fa) + (yy - _S / 2) * math.sin(fa)) / _S
-    head = cv2.resize((ambient + (1 - ambient) * diffuse) * falloff, (_S, _S), interpolation=cv2.INTER_LINEAR)
-    ramp = cv2.resize((1.0 + 0.25 * ((xx - _S / 2) * lx + (yy - _S / 2) * ly) / _S) * falloff, (_S, _S))
+    falloff = 1.0 + fs * ((xx - _CROP_CENTER) * math.cos(fa) + (yy - _CROP_CENTER) * math.sin(fa)) / IMAGE_SIZE
+    head = cv2.resize((ambient + (1 - ambient) * diffuse) * falloff, _CROP_WH, interpolation=cv2.INTER_LINEAR)
+    ramp = cv2.resize(
+        (1.0 + 0.25 * ((xx - _CROP_CENTER) * lx + (yy - _CROP_CENTER) * ly) / IMAGE_SIZE) * falloff, _CROP_WH
+    )
     fg = cv2.cvtColor(cv2.absdiff(img, bg), cv2.COLOR_RGB2GRAY) > 0
     shade = np.where(fg, head, ramp)
     shade3 = cv2.merge([shade * float(c) for c in cast])  # numpy broadcasting over 3 channels is slow
@@ -260,7 +291,7 @@ def _light(img: np.ndarray, bg: np.ndarray, parts: dict[str, np.ndarray], scale:
 
 
 def _spoof(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Print/replay artifacts, 1-3 of them, none of which moves pixels. ``img`` float32 [S, S, 3] in 0-255."""
+    """Print/replay artifacts, 1-3 of them, none of which moves pixels. ``img`` float32 [112, 112, 3] in 0-255."""
     xx, yy = _grid()
     chosen = set(rng.choice(6, size=int(rng.integers(1, 4)), replace=False).tolist())
     if 0 in chosen:  # reduced dynamic range (+ a tint of the medium)
@@ -276,8 +307,8 @@ def _spoof(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             d, w = int(rng.integers(0, 8)), int(rng.integers(4, 12))
             sl_in, sl_out = [slice(None), slice(None)], [slice(None), slice(None)]
             ax, far = edge % 2, edge >= 2
-            sl_in[ax] = slice(_S - d - w, _S - d) if far else slice(d, d + w)
-            sl_out[ax] = slice(_S - d, _S) if far else slice(0, d)
+            sl_in[ax] = slice(IMAGE_SIZE - d - w, IMAGE_SIZE - d) if far else slice(d, d + w)
+            sl_out[ax] = slice(IMAGE_SIZE - d, IMAGE_SIZE) if far else slice(0, d)
             img[tuple(sl_in)] = inner
             img[tuple(sl_out)] = outer
     if 3 in chosen:  # moire: two nearly aligned fine gratings beat against each other
@@ -287,7 +318,7 @@ def _spoof(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         g2 = np.sin((xx * math.cos(a2) + yy * math.sin(a2)) * (2 * math.pi * f2) + rng.uniform(0, 6.3))
         img = img + (rng.uniform(18, 36) * g1 * g2)[..., None] * rng.uniform(0.5, 1.0, 3).astype(np.float32)
     if 4 in chosen:  # glare: a bright elliptical reflection
-        cx, cy = rng.uniform(0, _S, 2)
+        cx, cy = rng.uniform(0, IMAGE_SIZE, 2)
         sx, sy = rng.uniform(6, 35, 2)
         blob = np.exp(-0.5 * (((xx - cx) / sx) ** 2 + ((yy - cy) / sy) ** 2))
         img = img + (rng.uniform(70, 180) * blob)[..., None]
@@ -296,22 +327,22 @@ def _spoof(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
-def _render(
-    idn: _Identity, rng: np.random.Generator, spoof: bool, bank: np.ndarray
+def render_face(
+    idn: Identity, rng: np.random.Generator, spoof: bool, bank: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """One image of ``idn`` with nuisance drawn from ``rng``: (uint8 [S, S, 3] RGB, landmarks float32 [68, 2], expr)."""
+    """One image of ``idn``, nuisance drawn from ``rng``: (uint8 [112, 112, 3] RGB, landmarks float32 [68, 2], expr)."""
     u = rng.uniform
     expression = int(rng.integers(len(EXPRESSIONS)))
     yaw, pitch, roll = math.radians(u(-30, 30)), math.radians(u(-15, 15)), math.radians(u(-10, 10))
-    scale = _PX_PER_UNIT * u(0.8, 1.1)
+    scale = PX_PER_UNIT * u(0.8, 1.1)
     k = u(0.75, 1.0) if expression else 0.0
-    lm, parts, teeth, ears_visible = _geometry(idn, expression, k, yaw, pitch, roll, scale, u(-4, 4, 2))
+    lm, parts, teeth, ears_visible = head_geometry(idn, expression, k, yaw, pitch, roll, scale, u(-4, 4, 2))
     bg = _background(rng)
     light = _draw_light(rng)
-    face = _paint(idn, lm, parts, teeth, ears_visible, rng, bg.copy(), scale, light.lx, bank)
+    face = paint_face(idn, lm, parts, teeth, ears_visible, rng, bg.copy(), scale, light.lx, bank)
     img = _light(face, bg, parts, scale, light)
-    ox, oy = rng.integers(0, _S, 2)
-    img += bank[oy : oy + _S, ox : ox + _S] * np.float32(u(0.0, 6.0))
+    ox, oy = rng.integers(0, IMAGE_SIZE, 2)
+    img += bank[oy : oy + IMAGE_SIZE, ox : ox + IMAGE_SIZE] * np.float32(u(0.0, 6.0))
     if spoof:
         img = _spoof(img, rng)
     elif rng.random() < 0.25:  # live images get mild blur too, so blur alone does not mean "spoof"
