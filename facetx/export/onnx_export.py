@@ -17,6 +17,8 @@ import onnx
 import torch
 from torch import nn
 
+from facetx.runtime.sessions import set_metadata
+
 log = logging.getLogger(__name__)
 
 INPUT_NAME = "image"
@@ -71,18 +73,6 @@ def log_io(model: onnx.ModelProto, label: str) -> None:
             log.info("%s %s: %s [%s]", label, kind[:-1], name, ", ".join(dims))
 
 
-def set_metadata(model: onnx.ModelProto, props: Mapping[str, str]) -> None:
-    """Replace ``metadata_props`` entries with ``props`` (strings) and keep the others."""
-    keep = [p for p in model.metadata_props if p.key not in props]
-    del model.metadata_props[:]
-    model.metadata_props.extend(keep)
-    for k, v in props.items():
-        if not isinstance(v, str):
-            raise TypeError(f"ONNX metadata value for {k!r} must be a string, got {type(v).__name__}")
-        entry = model.metadata_props.add()
-        entry.key, entry.value = k, v
-
-
 def simplify_model(model: onnx.ModelProto) -> onnx.ModelProto:
     """Constant folding, dead-node removal and pattern fusion with onnxslim (keeps the symbolic batch dim)."""
     try:
@@ -131,12 +121,28 @@ def export_onnx(
                 except ImportError as e:
                     raise ImportError("export.exporter=dynamo needs onnxscript (pip install onnxscript)") from e
                 shapes = {"image": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
-                torch.onnx.export(module, (example,), str(raw), dynamo=True, opset_version=opset,
-                                  input_names=[INPUT_NAME], output_names=names, dynamic_shapes=shapes)  # fmt: skip
+                torch.onnx.export(
+                    module,
+                    (example,),
+                    str(raw),
+                    dynamo=True,
+                    opset_version=opset,
+                    input_names=[INPUT_NAME],
+                    output_names=names,
+                    dynamic_shapes=shapes,
+                )
             else:
-                torch.onnx.export(module, (example,), str(raw), dynamo=False, opset_version=opset,
-                                  input_names=[INPUT_NAME], output_names=names, dynamic_axes=axes,
-                                  do_constant_folding=True)  # fmt: skip
+                torch.onnx.export(
+                    module,
+                    (example,),
+                    str(raw),
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=[INPUT_NAME],
+                    output_names=names,
+                    dynamic_axes=axes,
+                    do_constant_folding=True,
+                )
         model = onnx.load(str(raw), load_external_data=True)
     if simplify:
         model = simplify_model(model)
@@ -146,7 +152,12 @@ def export_onnx(
     set_metadata(model, dict(metadata or {}))
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
-    log.info("exported %s (%s exporter, opset %d, %s)", path, exporter, opset,
-             "dynamic batch" if dynamic_batch else f"fixed batch {batch_size}")  # fmt: skip
+    log.info(
+        "exported %s (%s exporter, opset %d, %s)",
+        path,
+        exporter,
+        opset,
+        "dynamic batch" if dynamic_batch else f"fixed batch {batch_size}",
+    )
     log_io(model, path.name)
     return model

@@ -106,8 +106,13 @@ class TrtRunner:
 
     def _torch_dtype(self, name: str) -> torch.dtype:
         t = self.trt.DataType
-        table = {t.FLOAT: torch.float32, t.HALF: torch.float16, t.INT32: torch.int32, t.INT8: torch.int8,
-                 t.BOOL: torch.bool}  # fmt: skip
+        table = {
+            t.FLOAT: torch.float32,
+            t.HALF: torch.float16,
+            t.INT32: torch.int32,
+            t.INT8: torch.int8,
+            t.BOOL: torch.bool,
+        }
         return table[self.engine.get_tensor_dtype(name)]
 
     def bind(self, images: torch.Tensor) -> None:

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from facetx.bench.runtime import ort_call, paired_ratio, time_interleaved
-from facetx.export.ort import make_session
-from facetx.quant import sensitivity as S
+from facetx.quant import sensitivity
 from facetx.quant.calibration import BatchReader
 from facetx.quant.static import QuantRecipe, fp32_nodes, node_groups, preprocess, quantize, weight_only_nodes
+from facetx.runtime.sessions import make_session, set_metadata
+from facetx.runtime.timing import ort_call, paired_ratio, time_interleaved
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 class Int8Result:
     path: Path
     recipe: QuantRecipe
-    report: S.SensitivityReport
+    report: sensitivity.SensitivityReport
     groups: dict[str, list[str]]
     fp32_nodes: dict[str, list[str]]
     weight_only: list[str]
@@ -108,23 +108,23 @@ def build_int8(
     def error(path: Path) -> float:
         return output_error(reference, make_session(path, threads).run(proxy, {"image": probe}))
 
-    report = S.SensitivityReport(recipe)
+    report = sensitivity.SensitivityReport(recipe)
     current = recipe
     if latency_search:
-        current = S.latency_pass(current, groups, variants, speed, min_gain=min_gain, report=report)
+        current = sensitivity.latency_pass(current, groups, variants, speed, min_gain=min_gain, report=report)
     else:
         current = current.with_(groups=tuple(g for g in current.groups if groups.get(g)))
-    report.group_errors = S.group_errors(current, variants, error)
+    report.group_errors = sensitivity.group_errors(current, variants, error)
     if select is not None:
         if baseline is None:
             raise ValueError("build_int8: select needs the FP32 baseline metric")
-        current = S.accuracy_pass(current, groups, variants, error, select, baseline, max_drop, max_nodes, report)
+        current = sensitivity.accuracy_pass(
+            current, groups, variants, error, select, baseline, max_drop, max_nodes, report
+        )
     report.recipe = current
     final = variants(current, "final")
     model = onnx.load(str(final))
     if metadata:
-        from facetx.export.onnx_export import set_metadata
-
         set_metadata(model, dict(metadata))
     onnx.checker.check_model(model, full_check=True)
     out_path = Path(out_path)

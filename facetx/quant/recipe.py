@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from facetx.bench.sysinfo import REGIMES, isa_regime
 from facetx.quant.static import QuantRecipe
+from facetx.runtime.system import REGIMES, isa_regime
 
 ALL_GROUPS = ("Conv", "Conv/depthwise", "Conv/grouped", "MatMul/weight", "MatMul/activation", "Gemm")
 DENSE_GROUPS = ("Conv", "MatMul/weight", "Gemm")
@@ -22,7 +22,7 @@ RECIPES = (*REGIMES, "tensorrt")
 
 
 def recipe_for(name: str) -> QuantRecipe:
-    """The starting recipe for an ISA regime (:data:`facetx.bench.sysinfo.REGIMES`) or ``tensorrt``."""
+    """The starting recipe for an ISA regime (:data:`facetx.runtime.system.REGIMES`) or ``tensorrt``."""
     if name in ("amx", "vnni"):
         return QuantRecipe(
             name=name, activation_type="uint8", weight_type="int8", reduce_range=False, groups=ALL_GROUPS
@@ -36,7 +36,7 @@ def recipe_for(name: str) -> QuantRecipe:
     if name == "tensorrt":
         return QuantRecipe(name=name, activation_type="int8", weight_type="int8", reduce_range=False, groups=ALL_GROUPS,
                            symmetric_activations=True)  # fmt: skip
-    raise ValueError(f"int8.recipe must be 'auto' or one of {RECIPES}, got {name!r}")
+    raise ValueError(f"quant.recipe must be 'auto' or one of {RECIPES}, got {name!r}")
 
 
 def choose_recipe(
@@ -62,6 +62,6 @@ def choose_recipe(
     if groups is not None:
         bad = set(groups) - set(ALL_GROUPS)
         if bad:
-            raise ValueError(f"int8.groups: unknown groups {sorted(bad)}; expected a subset of {ALL_GROUPS}")
+            raise ValueError(f"quant.groups: unknown groups {sorted(bad)}; expected a subset of {ALL_GROUPS}")
         changes["groups"] = tuple(groups)
     return base.with_(**changes)

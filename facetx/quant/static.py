@@ -55,10 +55,10 @@ class QuantRecipe:
     def __post_init__(self) -> None:
         for key in ("activation_type", "weight_type"):
             if getattr(self, key) not in QUANT_TYPES:
-                raise ValueError(f"int8.{key} must be one of {QUANT_TYPES}, got {getattr(self, key)!r}")
+                raise ValueError(f"quant.{key} must be one of {QUANT_TYPES}, got {getattr(self, key)!r}")
         if self.calibrate_method not in ("minmax", "entropy", "percentile"):
             raise ValueError(
-                f"int8.calibrate_method must be minmax, entropy or percentile, got {self.calibrate_method!r}"
+                f"quant.calibrate_method must be minmax, entropy or percentile, got {self.calibrate_method!r}"
             )
 
     def with_(self, **changes: object) -> QuantRecipe:

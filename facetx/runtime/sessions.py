@@ -1,12 +1,17 @@
-"""ONNX Runtime sessions and a predictor that looks like the torch network to :func:`facetx.training.evaluate`."""
+"""ONNX Runtime sessions, a predictor that looks like the torch network to ``facetx.training.evaluation.evaluate``,
+and the ``metadata_props`` of an ONNX model (what export and INT8 write, what a runtime reads back)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    import onnx
 
 GRAPH_LEVELS = ("disable", "basic", "extended", "layout", "all")
 
@@ -76,3 +81,15 @@ class OrtPredictor:
                 chunks.append(self.run(part))
             outs = [np.concatenate([c[j] for c in chunks])[:n] for j in range(len(self.output_names))]
         return {name: torch.from_numpy(np.asarray(o)) for name, o in zip(self.output_names, outs, strict=True)}
+
+
+def set_metadata(model: onnx.ModelProto, props: Mapping[str, str]) -> None:
+    """Replace ``metadata_props`` entries with ``props`` (strings) and keep the others."""
+    keep = [p for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for k, v in props.items():
+        if not isinstance(v, str):
+            raise TypeError(f"ONNX metadata value for {k!r} must be a string, got {type(v).__name__}")
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import tempfile
@@ -17,6 +18,8 @@ import facetx
 from facetx.errors import CheckpointError, one_line
 
 CONFIG_KEY = "facetx"
+
+log = logging.getLogger(__name__)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -111,6 +114,29 @@ def load_checkpoint(path: str | os.PathLike, key: str | None = None, expected: s
     if not isinstance(ckpt.get("state_dict"), dict):
         raise CheckpointError(f"{where}: a facetx checkpoint without a state_dict (damaged?); expected {expected}")
     return ckpt
+
+
+def newest_checkpoint(search_dir: str | os.PathLike, task_name: str, model_name: str | None = None) -> Path:
+    """The newest ``checkpoints/last.ckpt`` under ``search_dir`` whose stored config has ``task_name`` (``train`` or
+    ``distill``) and ``model_name`` when given; unreadable files are skipped with a warning.
+
+    Raises :class:`CheckpointNotFoundError` (``no <task_name> checkpoint [of <model_name>] under DIR``) when none
+    matches; callers that know what the user should do next re-raise it with that hint.
+    """
+    root = Path(search_dir)
+    found = []
+    for p in root.rglob("checkpoints/last.ckpt") if root.is_dir() else []:
+        try:
+            cfg = load_checkpoint(p)[CONFIG_KEY]["config"]
+        except (ValueError, RuntimeError, OSError) as e:
+            log.warning("skipping %s: %s", p, e)
+            continue
+        if cfg.get("task_name") == task_name and (model_name is None or cfg.get("model_name") == model_name):
+            found.append(p)
+    if not found:
+        what = f"{task_name} checkpoint" + (f" of {model_name}" if model_name else "")
+        raise CheckpointNotFoundError(f"no {what} under {root.resolve()}")
+    return max(found, key=lambda p: p.stat().st_mtime)
 
 
 def checkpoint_role(config: dict[str, Any]) -> str:

@@ -18,10 +18,12 @@ from facetx.models.facenet import FaceNet
 from facetx.training.callbacks import check_finite_loss
 from facetx.training.checkpoint import (
     CONFIG_KEY,
+    CheckpointNotFoundError,
     build_face_net,
     checkpoint_role,
     describe_checkpoint,
     load_checkpoint,
+    newest_checkpoint,
 )
 from facetx.training.module import (
     EvalMixin,
@@ -45,22 +47,13 @@ TEACHER_CHECKPOINT = "a checkpoints/last.ckpt written by train.py model=teacher"
 
 def find_teacher(search_dir: str | Path) -> Path:
     """The newest ``last.ckpt`` under ``search_dir`` written by ``train.py model=teacher``."""
-    root = Path(search_dir)
-    found = []
-    for p in root.rglob("checkpoints/last.ckpt") if root.is_dir() else []:
-        try:
-            cfg = load_checkpoint(p)[CONFIG_KEY]["config"]
-        except (ValueError, RuntimeError, OSError) as e:
-            log.warning("skipping %s: %s", p, e)
-            continue
-        if cfg.get("task_name") == "train" and cfg.get("model_name") == "teacher":
-            found.append(p)
-    if not found:
+    try:
+        return newest_checkpoint(search_dir, "train", "teacher")
+    except CheckpointNotFoundError:
         raise TeacherNotFoundError(
-            f"teacher.search_dir={root.resolve()}: no teacher checkpoint under it: train one first with `python"
-            " train.py model=teacher` (or `make train`), or pass teacher.ckpt_path=PATH"
-        )
-    return max(found, key=lambda p: p.stat().st_mtime)
+            f"teacher.search_dir={Path(search_dir).resolve()}: no teacher checkpoint under it: train one first with"
+            " `python train.py model=teacher` (or `make train`), or pass teacher.ckpt_path=PATH"
+        ) from None
 
 
 def load_teacher(

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from facetx.training import metrics as M
+from facetx import metrics
 
 _OUTPUT_KEYS = ("embedding", "landmarks", "expression_logits", "spoof_logits")
 _BATCH_KEYS = ("index", "identity", "landmarks", "expression", "spoof", "has_identity", "has_landmarks",
@@ -88,15 +88,15 @@ class HeldOutEvaluator:
             m.update(self._verification(d))
         if "landmarks" in d and d["has_landmarks"].any() and self.nme_indices is not None:
             sel = d["has_landmarks"]
-            m["landmarks/nme"] = M.landmark_nme(
+            m["landmarks/nme"] = metrics.landmark_nme(
                 d["landmarks"][sel].float(), d["landmarks_target"][sel], self.nme_indices
             )
         if "expression_logits" in d and d["has_expression"].any():
             sel = d["has_expression"]
-            m["expression/acc"] = M.accuracy(d["expression_logits"][sel], d["expression"][sel])
+            m["expression/acc"] = metrics.accuracy(d["expression_logits"][sel], d["expression"][sel])
         if "spoof_logits" in d and d["has_spoof"].any():
             sel = d["has_spoof"]
-            for k, v in M.spoof_errors(d["spoof_logits"][sel], d["spoof"][sel]).items():
+            for k, v in metrics.spoof_errors(d["spoof_logits"][sel], d["spoof"][sel]).items():
                 m[f"spoof/{k}"] = v
         return m
 
@@ -114,30 +114,30 @@ class HeldOutEvaluator:
                 raise ValueError(
                     f"held-out set {self.name!r}: a verification pair refers to index {e}, not evaluated"
                 ) from None
-        scores = M.cosine_scores(d["embedding"], pairs[:, :2])
+        scores = metrics.cosine_scores(d["embedding"], pairs[:, :2])
         same = pairs[:, 2].bool()
-        acc, std = M.verification_accuracy(scores, same)
+        acc, std = metrics.verification_accuracy(scores, same)
         m = {f"{name}/acc": acc, f"{name}/acc_std": std}
         # TAR@FAR: over all pairs of live, labelled images when identities are known (many more impostor pairs than
         # the pair list has, so FAR=1e-3 is measurable), else over the pair list.
         if "has_identity" in d and d["has_identity"].all():
             live = d["spoof"] != 1 if "spoof" in d else torch.ones(len(d["embedding"]), dtype=torch.bool)
-            genuine, impostor = M.all_pair_scores(d["embedding"][live], d["identity"][live])
+            genuine, impostor = metrics.all_pair_scores(d["embedding"][live], d["identity"][live])
         else:
             genuine, impostor = scores[same], scores[~same]
         for far in self.fars:
-            m[f"{name}/{_far_key(far)}"] = M.tar_at_far(genuine, impostor, far)
+            m[f"{name}/{_far_key(far)}"] = metrics.tar_at_far(genuine, impostor, far)
         if self.raw_pixels and "pixels" in d:
-            raw = M.cosine_scores(d["pixels"].float(), pairs[:, :2])
-            m[f"{name}/raw_pixel_acc"] = M.verification_accuracy(raw, same)[0]
+            raw = metrics.cosine_scores(d["pixels"].float(), pairs[:, :2])
+            m[f"{name}/raw_pixel_acc"] = metrics.verification_accuracy(raw, same)[0]
         return m
 
 
 def merge_set_metrics(per_set: Sequence[tuple[str, Mapping[str, float]]]) -> dict[str, float]:
     """Merge the metrics of several held-out sets; a key seen twice is prefixed by its set name the second time."""
     merged: dict[str, float] = {}
-    for set_name, metrics in per_set:
-        for k, v in metrics.items():
+    for set_name, set_metrics in per_set:
+        for k, v in set_metrics.items():
             merged[k if k not in merged else f"{set_name}/{k}"] = v
     return merged
 

@@ -41,7 +41,7 @@ def setup_run(cfg: DictConfig) -> None:
 
 def build_callbacks(cfg: DictConfig, resolved: dict[str, Any]) -> list[pl.Callback]:
     """The ``callbacks`` entries (``null`` ones removed; one without ``_target_`` is a ConfigError) + StoreConfig."""
-    from facetx.config_checks import target_entries
+    from facetx.training.config_checks import target_entries
 
     callbacks = [instantiate(c) for c in target_entries(cfg, "callbacks")]
     callbacks.append(StoreConfig(resolved))
@@ -50,7 +50,7 @@ def build_callbacks(cfg: DictConfig, resolved: dict[str, Any]) -> list[pl.Callba
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
     """The ``logger`` entries (``null`` ones removed; one without ``_target_`` is a ConfigError)."""
-    from facetx.config_checks import target_entries
+    from facetx.training.config_checks import target_entries
 
     return [instantiate(c) for c in target_entries(cfg, "logger")]
 

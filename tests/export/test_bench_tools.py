@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from facetx.bench.table import combine, read_csv, write_csv
-from facetx.export.locate import default_student, main, newest_checkpoint
-from facetx.training.checkpoint import CONFIG_KEY
+from facetx.bench.combine import combine
+from facetx.export.locate import default_student, main
+from facetx.runtime.tables import read_csv, write_csv
+from facetx.training.checkpoint import CONFIG_KEY, newest_checkpoint
 
 
 def _fake_ckpt(path: Path, task: str, model: str, mtime: float) -> Path:

@@ -10,12 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from facetx.bench import sysinfo
-from facetx.bench.runtime import paired_ratio, time_interleaved
-from facetx.bench.table import metric_columns, write_csv, write_markdown
 from facetx.export.onnx_export import export_onnx
-from facetx.export.ort import OrtPredictor, make_session
-from facetx.quant import sensitivity as S
+from facetx.quant import sensitivity
 from facetx.quant.calibration import BatchReader, MaterializedSet, sample_batches
 from facetx.quant.int8 import build_int8, output_error
 from facetx.quant.recipe import choose_recipe, recipe_for
@@ -28,6 +24,10 @@ from facetx.quant.static import (
     weight_only,
     weight_only_nodes,
 )
+from facetx.runtime import system
+from facetx.runtime.sessions import OrtPredictor, make_session
+from facetx.runtime.tables import metric_columns, write_csv, write_markdown
+from facetx.runtime.timing import paired_ratio, time_interleaved
 
 
 class _Net(nn.Module):
@@ -66,7 +66,7 @@ def _calib(n: int = 2, b: int = 4) -> list[np.ndarray]:
      ({"asimd", "asimddp"}, "arm_dotprod"), (set(), "generic")],
 )  # fmt: skip
 def test_isa_regime_from_flags(flags: set[str], regime: str) -> None:
-    assert sysinfo.isa_regime(frozenset(flags)) == regime
+    assert system.isa_regime(frozenset(flags)) == regime
 
 
 # /proc/cpuinfo excerpts of real machines (one processor block each, trimmed to the lines the parser could read)
@@ -130,10 +130,10 @@ CPU architecture: 8
 )  # fmt: skip
 def test_cpuinfo_text_gives_the_isa_flags_and_regime(cpuinfo: str, model: str | None, isa: list[str],
                                                      regime: str) -> None:  # fmt: skip
-    flags = sysinfo.parse_cpu_flags(cpuinfo)
-    assert sysinfo.parse_cpu_model(cpuinfo) == model
-    assert sysinfo.isa_flags(flags) == isa  # exactly these, in ISA_FLAGS order
-    assert sysinfo.isa_regime(flags) == regime
+    flags = system.parse_cpu_flags(cpuinfo)
+    assert system.parse_cpu_model(cpuinfo) == model
+    assert system.isa_flags(flags) == isa  # exactly these, in ISA_FLAGS order
+    assert system.isa_regime(flags) == regime
 
 
 @pytest.fixture
@@ -141,13 +141,13 @@ def fake_cpuinfo(monkeypatch: pytest.MonkeyPatch):
     """Make the machine-reading functions see a given /proc/cpuinfo text (their caches cleared on both sides)."""
 
     def use(text: str) -> None:
-        monkeypatch.setattr(sysinfo, "_read_cpuinfo", lambda: text)
-        sysinfo.cpu_flags.cache_clear()
-        sysinfo.cpu_model.cache_clear()
+        monkeypatch.setattr(system, "_read_cpuinfo", lambda: text)
+        system.cpu_flags.cache_clear()
+        system.cpu_model.cache_clear()
 
     yield use
-    sysinfo.cpu_flags.cache_clear()
-    sysinfo.cpu_model.cache_clear()
+    system.cpu_flags.cache_clear()
+    system.cpu_model.cache_clear()
 
 
 def test_auto_recipe_and_summary_follow_the_machines_cpuinfo(fake_cpuinfo) -> None:
@@ -155,13 +155,13 @@ def test_auto_recipe_and_summary_follow_the_machines_cpuinfo(fake_cpuinfo) -> No
     amd = choose_recipe("auto")
     assert amd.name == "avx2" and amd.reduce_range
     assert set(amd.groups) == {"Conv", "MatMul/weight", "Gemm"}
-    s = sysinfo.system_summary()
+    s = system.system_summary()
     assert (s["cpu"], s["isa_flags"], s["isa_regime"]) == ("AMD EPYC 7B12", ["avx2", "fma"], "avx2")
     fake_cpuinfo(INTEL_SAPPHIRE_RAPIDS)  # AMX: every compute group, full 8-bit range
     intel = choose_recipe("auto")
     assert intel.name == "amx" and not intel.reduce_range
     assert {"Conv/depthwise", "MatMul/activation"} <= set(intel.groups)
-    assert sysinfo.system_summary()["cpu"] == "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz"
+    assert system.system_summary()["cpu"] == "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz"
 
 
 def test_recipes_follow_the_isa() -> None:
@@ -171,9 +171,9 @@ def test_recipes_follow_the_isa() -> None:
     assert trt.symmetric_activations and trt.activation_type == "int8"
     r = choose_recipe("avx2", per_channel=False, groups=["Conv"], nodes_to_exclude=["n1"])
     assert (r.per_channel, r.groups, r.nodes_to_exclude) == (False, ("Conv",), ("n1",))
-    with pytest.raises(ValueError, match="int8.recipe"):
+    with pytest.raises(ValueError, match="quant.recipe"):
         recipe_for("sse2")
-    with pytest.raises(ValueError, match="int8.groups"):
+    with pytest.raises(ValueError, match="quant.groups"):
         choose_recipe("vnni", groups=["Softmax"])
     with pytest.raises(ValueError, match="activation_type"):
         QuantRecipe(name="x", activation_type="int4")
@@ -233,8 +233,8 @@ def test_latency_pass_drops_the_group_that_slows_int8_down(tmp_path: Path) -> No
         groups = {n: [g for g in p.name.split("+") if g in cost] for n, p in paths.items()}
         return {n: 3.0 / (sum(cost[g] for g in gs) + 3 - len(gs)) for n, gs in groups.items()}
 
-    report = S.SensitivityReport(recipe_for("vnni"))
-    chosen = S.latency_pass(recipe_for("vnni"), present, quant, speed, min_gain=0.03, report=report)
+    report = sensitivity.SensitivityReport(recipe_for("vnni"))
+    chosen = sensitivity.latency_pass(recipe_for("vnni"), present, quant, speed, min_gain=0.03, report=report)
     assert set(chosen.groups) == {"Conv", "Gemm"} and chosen.weight_only_groups == ("Conv/depthwise",)
     assert any("Conv/depthwise" in n for n in report.notes)
     assert [r["decision"] for r in report.groups if r["group"] == "Conv/depthwise"][0] == "FP32"
@@ -252,12 +252,12 @@ def test_accuracy_pass_keeps_the_fewest_sensitive_nodes_fp32(tmp_path: Path) -> 
         return sum(v for k, v in bad.items() if k not in kept)
 
     recipe = recipe_for("vnni").with_(groups=("Gemm",))
-    report = S.SensitivityReport(recipe)
-    chosen = S.accuracy_pass(recipe, present, quant, error=lost, metric=lambda p: 0.9 - lost(p), baseline=0.9,
-                             max_drop=0.005, report=report)  # fmt: skip
+    report = sensitivity.SensitivityReport(recipe)
+    chosen = sensitivity.accuracy_pass(recipe, present, quant, error=lost, metric=lambda p: 0.9 - lost(p),
+                                       baseline=0.9, max_drop=0.005, report=report)  # fmt: skip
     assert set(chosen.nodes_to_exclude) == {"n3", "n7"}
     assert report.nodes[0]["node"] == "n3" and report.trace[0]["kept_fp32"] == 0
-    assert S.accuracy_pass(recipe, present, quant, lost, lambda p: 0.9, 0.9, 0.005) == recipe  # nothing to do
+    assert sensitivity.accuracy_pass(recipe, present, quant, lost, lambda p: 0.9, 0.9, 0.005) == recipe  # nothing to do
 
 
 def test_build_int8_end_to_end(small_model: Path, tmp_path: Path) -> None:
@@ -309,8 +309,8 @@ def test_interleaved_timing_and_paired_ratio() -> None:
 
 
 def test_sysinfo_and_table(tmp_path: Path) -> None:
-    s = sysinfo.system_summary()
-    assert s["isa_regime"] in sysinfo.REGIMES and "onnxruntime" in s["versions"] and s["git_commit"]
+    s = system.system_summary()
+    assert s["isa_regime"] in system.REGIMES and "onnxruntime" in s["versions"] and s["git_commit"]
     m = {"recognition/acc": 0.9, "recognition/acc_std": 0.01, "recognition/tar@far=1e-3": 0.5, "landmarks/nme": 0.1,
          "spoof/apcer": 0.1, "spoof/acer": 0.2}  # fmt: skip
     assert metric_columns(m) == ["recognition/acc", "recognition/tar@far=1e-3", "landmarks/nme", "spoof/acer"]

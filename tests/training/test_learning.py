@@ -4,8 +4,8 @@ from pathlib import Path
 
 import torch
 
+from facetx import metrics
 from facetx.data.synthetic import SyntheticFaces
-from facetx.training import metrics as M
 from facetx.training.run import train
 
 VAL = "[{_target_: facetx.data.synthetic.SyntheticFaces, split: val, num_identities: 40, images_per_identity: 6, seed: 0, num_pairs: 600}]"  # noqa: E501
@@ -17,7 +17,7 @@ def _mean_shape_nme(num_train: int = 200) -> float:
     mean = torch.stack([train_set[i]["landmarks"] for i in range(0, 4000, 4000 // num_train)]).mean(0)
     val = SyntheticFaces("val", 40, 6, seed=0, num_pairs=600)
     target = torch.stack([val[i]["landmarks"] for i in range(len(val))])
-    return M.landmark_nme(mean.expand_as(target), target, val.layout.nme_indices)
+    return metrics.landmark_nme(mean.expand_as(target), target, val.layout.nme_indices)
 
 
 def test_short_training_beats_chance(make_cfg, tmp_path: Path) -> None:
