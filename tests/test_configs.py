@@ -38,12 +38,15 @@ GROUP_PACKAGES: dict[str, tuple[str, ...]] = {
     "debug": (),
     "experiment": (),
     "hparams_search": (),
-    "detect": ("facetx.detect",),
+    # export.yaml's groups (no _target_ nodes: the export stages read them)
+    "export": ("facetx.export",),
+    "quant": ("facetx.quant",),
+    "bench": ("facetx.bench",),
 }
 #: top-level keys of train.yaml / distill.yaml / export.yaml that are not groups
 TOP_LEVEL_PACKAGES: dict[str, tuple[str, ...]] = {"module": ("facetx.training",)}
 #: conf/ groups the README's table leaves out, and why
-NOT_IN_README = {"detect": "BlazeFace options of facetx.detect, not composed by train.py / distill.py"}
+NOT_IN_README: dict[str, str] = {}
 #: the library the README's row says a group configures (the row must keep naming it, and the group must use it)
 README_LIBRARY = {"augment": "albumentations", "model": "timm", "optim": "timm", "trainer": "Lightning"}
 #: keys of a `_target_` node that Hydra consumes itself
@@ -147,6 +150,7 @@ def test_groups_mirror_the_packages_the_readme_documents() -> None:
 def _compositions() -> list[tuple[str, str, str]]:
     """(primary config, group, option) for every option of every group the primary configs compose."""
     out = [("distill", g, o) for g in ("student", "distill") for o in _options(g)]
+    out += [("export", g, o) for g in ("export", "quant", "bench") for o in _options(g)]
     for group in ("data", "augment", "model", "loss/recognition", "optim", "scheduler", "trainer", "callbacks",
                   "logger", "debug", "experiment", "hparams_search"):  # fmt: skip
         out += [("train", group, o) for o in _options(group)]

@@ -8,17 +8,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import onnx
+import onnx as onnx_lib
 import torch
-from omegaconf import DictConfig
 
-from facetx.bench import sysinfo
+from facetx.export.contracts import Int8Stage, OnnxArtifacts, Source
 from facetx.export.data import ExportData
-from facetx.export.onnx_export import set_metadata
-from facetx.export.ort import OrtPredictor, make_session
 from facetx.export.parity import output_agreement
-from facetx.quant.int8 import Int8Result, build_int8
+from facetx.export.settings import QuantSettings
+from facetx.quant.int8 import build_int8
 from facetx.quant.recipe import choose_recipe
+from facetx.runtime.sessions import OrtPredictor, make_session, set_metadata
+from facetx.runtime.system import isa_flags, isa_regime
 from facetx.training.evaluation import evaluate
 
 log = logging.getLogger(__name__)
@@ -28,36 +28,44 @@ def verification_key(metrics: dict[str, float], preferred: str | None) -> str | 
     """The metric that steers INT8: ``preferred`` if given, else the first ``<set>/acc`` that has ``<set>/acc_std``."""
     if preferred:
         if preferred not in metrics:
-            raise ValueError(f"int8.metric={preferred!r} is not among the held-out metrics {sorted(metrics)}")
+            raise ValueError(f"quant.metric={preferred!r} is not among the held-out metrics {sorted(metrics)}")
         return preferred
     return next((k for k in metrics if k.endswith("/acc") and k + "_std" in metrics), None)
 
 
 def int8_stage(
-    cfg: DictConfig,
+    *,
+    source: Source,
     data: ExportData,
-    fp32_path: Path,
+    onnx: OnnxArtifacts,
     out: Path,
-    threads: int | None,
-    meta: dict[str, str],
-    names: list[str],
+    settings: QuantSettings,
+    seed: int,
+    eval_batch_size: int,
     real: torch.Tensor,
-    reference: torch.nn.Module,
-) -> dict[str, Any]:
-    """Returns ``{"paths", "metrics", "report", "notes", "result", "work"}`` (``work`` holds the calibration cache)."""
-    q = cfg.int8
-    seed = int(cfg.seed)
-    bs = int(cfg.eval.batch_size)
-    recipe = choose_recipe(q.recipe, q.get("per_channel"), q.get("reduce_range"), q.get("activation_type"),
-                           q.get("groups"), list(q.get("nodes_to_exclude") or []), str(q.calibrate_method),
-                           bool(q.weight_only_fallback))  # fmt: skip
-    regime = sysinfo.isa_regime()
-    log.info("INT8 recipe %r (CPU regime %s, flags %s): %s", recipe.name, regime, " ".join(sysinfo.isa_flags()),
-             recipe.as_dict())  # fmt: skip
-    calib = data.calibration(int(q.calibration_batch_size), int(q.calibration_batches), seed)
-    probe = data.probe(int(q.sensitivity_images), seed)
-    fp32_select = evaluate(OrtPredictor(make_session(fp32_path, threads)), data.select, batch_size=bs)
-    key = verification_key(fp32_select, q.get("metric"))
+    threads: int | None,
+) -> Int8Stage:
+    """Recipe from the CPU's ISA, calibration on training images, latency and accuracy passes, held-out metrics."""
+    q = settings
+    fp32_path = onnx.paths["fp32"]
+    recipe = choose_recipe(
+        recipe=q.recipe,
+        per_channel=q.per_channel,
+        reduce_range=q.reduce_range,
+        activation_type=q.activation_type,
+        groups=q.groups,
+        nodes_to_exclude=list(q.nodes_to_exclude or []),
+        calibrate_method=q.calibrate_method,
+        weight_only_fallback=q.weight_only_fallback,
+    )
+    regime = isa_regime()
+    log.info(
+        "INT8 recipe %r (CPU regime %s, flags %s): %s", recipe.name, regime, " ".join(isa_flags()), recipe.as_dict()
+    )
+    calib = data.calibration(q.calibration_batch_size, q.calibration_batches, seed)
+    probe = data.probe(q.sensitivity_images, seed)
+    fp32_select = evaluate(OrtPredictor(make_session(fp32_path, threads)), data.select, batch_size=eval_batch_size)
+    key = verification_key(fp32_select, q.metric)
     notes: list[str] = []
     select = None
     if key is None:
@@ -65,60 +73,76 @@ def int8_stage(
     else:
 
         def select(path: Path) -> float:
-            return evaluate(OrtPredictor(make_session(path, threads)), data.select, batch_size=bs)[key]
+            predictor = OrtPredictor(make_session(path, threads))
+            return evaluate(predictor, data.select, batch_size=eval_batch_size)[key]
 
     work = out / "int8_work"
-    res: Int8Result = build_int8(
-        fp32_path, out / "model.int8.onnx", work, calib, probe, recipe, threads, select,
-        fp32_select.get(key) if key else None, float(q.max_drop_pt) / 100.0, bool(q.latency_search),
-        float(q.min_gain), int(q.latency_runs), q.get("max_sensitivity_nodes"),
-        proxy_outputs=["embedding"] if key and "embedding" in names else None,
-    )  # fmt: skip
-    model = onnx.load(str(res.path))
-    set_metadata(model, {**meta, "facetx.precision": "int8", "int8.recipe": json.dumps(res.recipe.as_dict()),
-                         "int8.isa_regime": regime, "int8.fp32_nodes": json.dumps(res.fp32_nodes)})  # fmt: skip
-    onnx.save(model, str(res.path))
+    proxy = ["embedding"] if key and "embedding" in source.names else None
+    res = build_int8(
+        fp32_path,
+        out / "model.int8.onnx",
+        work,
+        calibration=calib,
+        probe=probe,
+        recipe=recipe,
+        threads=threads,
+        select=select,
+        baseline=fp32_select.get(key) if key else None,
+        max_drop=q.max_drop_pt / 100.0,
+        latency_search=q.latency_search,
+        min_gain=q.min_gain,
+        latency_runs=q.latency_runs,
+        max_nodes=q.max_sensitivity_nodes,
+        proxy_outputs=proxy,
+    )
+    model = onnx_lib.load(str(res.path))
+    set_metadata(
+        model,
+        {
+            **onnx.meta,
+            "facetx.precision": "int8",
+            "int8.recipe": json.dumps(res.recipe.as_dict()),
+            "int8.isa_regime": regime,
+            "int8.fp32_nodes": json.dumps(res.fp32_nodes),
+        },
+    )
+    onnx_lib.save(model, str(res.path))
 
     int8_pred = OrtPredictor(make_session(res.path, threads))
-    metrics = {"onnxruntime/int8": evaluate(int8_pred, data.report, batch_size=bs)}
-    agreement = output_agreement(reference, int8_pred, real, names)
+    metrics = {"onnxruntime/int8": evaluate(int8_pred, data.report, batch_size=eval_batch_size)}
+    agreement = output_agreement(source.net, int8_pred, real, source.names)
     size_fp32, size_int8 = fp32_path.stat().st_size, res.path.stat().st_size
     quantized = {g: len(n) - len(res.fp32_nodes.get(g, [])) for g, n in res.groups.items()}
     report = {
         "recipe": res.recipe.as_dict(),
         "isa_regime": regime,
-        "isa_flags": sysinfo.isa_flags(),
+        "isa_flags": isa_flags(),
         "calibration": {"batches": len(calib), "images": int(sum(len(b) for b in calib)), "source": "training set"},
         "selection_metric": key,
-        "selection": {
-            "split": "val",
-            "fp32": fp32_select.get(key) if key else None,
-            "max_drop": float(q.max_drop_pt) / 100.0,
-        },  # fmt: skip
+        "selection": {"split": "val", "fp32": fp32_select.get(key) if key else None, "max_drop": q.max_drop_pt / 100},
         "groups": {g: {"nodes": len(n), "int8": quantized[g]} for g, n in res.groups.items()},
         "fp32_nodes": res.fp32_nodes,
         "weight_only_nodes": res.weight_only,
-        "error_proxy_outputs": ["embedding"] if key and "embedding" in names else names,
+        "error_proxy_outputs": proxy or source.names,
         "sensitivity": {
             "groups": res.report.groups,
             "group_errors": res.report.group_errors,
             "nodes": res.report.nodes[:50],
             "trace": res.report.trace,
             "notes": res.report.notes,
-        },  # fmt: skip
+        },
         "size_bytes": {"fp32": size_fp32, "int8": size_int8},
         "size_ratio": size_fp32 / max(size_int8, 1),
         "targets": {
-            "max_drop": float(q.max_drop_pt) / 100.0,
-            "min_size_ratio": float((q.get("targets") or {}).get("min_size_ratio", 3.5)),
-            "min_speedup": float((q.get("targets") or {}).get("min_speedup", 0.95)),
-        },  # fmt: skip
+            "max_drop": q.max_drop_pt / 100.0,
+            "min_size_ratio": q.targets.min_size_ratio,
+            "min_speedup": q.targets.min_speedup,
+        },
         "speedup_vs_fp32_b1": res.speedup_vs_fp32,
         "agreement_with_torch": agreement,
     }
     notes += res.report.notes
-    return {"paths": {"int8": res.path}, "metrics": metrics, "report": report, "notes": notes, "result": res,
-            "work": work}  # fmt: skip
+    return Int8Stage(paths={"int8": res.path}, metrics=metrics, report=report, notes=notes, result=res, work=work)
 
 
 def write_int8_report(
@@ -126,18 +150,23 @@ def write_int8_report(
 ) -> None:
     """Markdown summary: held-out metrics of both precisions, recipe, what stayed FP32 and why, size and speed."""
     r = report
-    lines = ["# INT8 report", "",
-             f"- CPU ISA regime: **{r['isa_regime']}** (flags: {' '.join(r['isa_flags']) or 'none'})",
-             f"- recipe: `{json.dumps(r['recipe'], sort_keys=True)}`",
-             f"- calibration: {r['calibration']['images']} training images in {r['calibration']['batches']} batches",
-             f"- size on disk: FP32 {r['size_bytes']['fp32'] / 1e6:.2f} MB, "
-             f"INT8 {r['size_bytes']['int8'] / 1e6:.2f} MB ({r['size_ratio']:.2f}x smaller)"]  # fmt: skip
+    lines = [
+        "# INT8 report",
+        "",
+        f"- CPU ISA regime: **{r['isa_regime']}** (flags: {' '.join(r['isa_flags']) or 'none'})",
+        f"- recipe: `{json.dumps(r['recipe'], sort_keys=True)}`",
+        f"- calibration: {r['calibration']['images']} training images in {r['calibration']['batches']} batches",
+        f"- size on disk: FP32 {r['size_bytes']['fp32'] / 1e6:.2f} MB, "
+        f"INT8 {r['size_bytes']['int8'] / 1e6:.2f} MB ({r['size_ratio']:.2f}x smaller)",
+    ]
     if r["speedup_vs_fp32_b1"] is not None:
         lines.append(f"- speed at batch 1 (interleaved with FP32): {r['speedup_vs_fp32_b1']:.2f}x FP32")
     sel = r["selection"]
     if r["selection_metric"]:
-        lines.append(f"- selection metric `{r['selection_metric']}` on val: FP32 {sel['fp32']:.4f}, allowed drop "
-                     f"{sel['max_drop'] * 100:.2f} pt")  # fmt: skip
+        lines.append(
+            f"- selection metric `{r['selection_metric']}` on val: FP32 {sel['fp32']:.4f}, allowed drop "
+            f"{sel['max_drop'] * 100:.2f} pt"
+        )
     lines += ["", "## Held-out metrics", "", "| metric | FP32 (ORT) | INT8 (ORT) | INT8 - FP32 |", "|---|---|---|---|"]
     for k, v in fp32_metrics.items():
         if k in int8_metrics:
@@ -146,14 +175,17 @@ def write_int8_report(
     t, key = r["targets"], r["selection_metric"]
     checks = [("size on disk (FP32 / INT8)", f">= {t['min_size_ratio']:.2f}x", r["size_ratio"], t["min_size_ratio"])]
     if r["speedup_vs_fp32_b1"] is not None:
-        checks.append(("speed at batch 1 (INT8 / FP32)", f">= {t['min_speedup']:.2f}x", r["speedup_vs_fp32_b1"],
-                       t["min_speedup"]))  # fmt: skip
+        checks.append(
+            ("speed at batch 1 (INT8 / FP32)", f">= {t['min_speedup']:.2f}x", r["speedup_vs_fp32_b1"], t["min_speedup"])
+        )
     for name, wanted, got, need in checks:
         lines.append(f"| {name} | {wanted} | {got:.2f}x | {'yes' if got >= need else 'no'} |")
     if key and key in fp32_metrics and key in int8_metrics:
         drop = fp32_metrics[key] - int8_metrics[key]
-        lines.append(f"| {key} drop (report split) | <= {t['max_drop'] * 100:.2f} pt | {drop * 100:.2f} pt | "
-                     f"{'yes' if drop <= t['max_drop'] else 'no'} |")  # fmt: skip
+        lines.append(
+            f"| {key} drop (report split) | <= {t['max_drop'] * 100:.2f} pt | {drop * 100:.2f} pt | "
+            f"{'yes' if drop <= t['max_drop'] else 'no'} |"
+        )
     lines += ["", "## Node groups", "", "| group | nodes | INT8 | FP32 |", "|---|---|---|---|"]
     for g, c in r["groups"].items():
         lines.append(f"| {g} | {c['nodes']} | {c['int8']} | {c['nodes'] - c['int8']} |")
@@ -164,30 +196,56 @@ def write_int8_report(
     for g, nodes in r["fp32_nodes"].items():
         lines.append(f"- {g}: {', '.join(f'`{n}`' + (' (int8 weights)' if n in wo else '') for n in nodes)}")
     if wo:
-        lines.append("- (int8 weights): computes in FP32, weights stored int8 behind a DequantizeLinear (INT8 compute "
-                     "was slower here; ONNX Runtime folds the dequantization at load)")  # fmt: skip
+        lines.append(
+            "- (int8 weights): computes in FP32, weights stored int8 behind a DequantizeLinear (INT8 compute "
+            "was slower here; ONNX Runtime folds the dequantization at load)"
+        )
     if r["sensitivity"]["groups"]:
-        lines += ["", "## Latency pass (speed-up over FP32 at batch 1; per round, removing one group)", "",
-                  "| round | group | nodes | INT8 | INT8 without group | decision |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            "## Latency pass (speed-up over FP32 at batch 1; per round, removing one group)",
+            "",
+            "| round | group | nodes | INT8 | INT8 without group | decision |",
+            "|---|---|---|---|---|---|",
+        ]
         for g in r["sensitivity"]["groups"]:
-            lines.append(f"| {g['round']} | {g['group']} | {g['nodes']} | {g['speedup_int8']:.3f}x | "
-                         f"{g['speedup_without_group']:.3f}x | {g['decision']} |")  # fmt: skip
+            lines.append(
+                f"| {g['round']} | {g['group']} | {g['nodes']} | {g['speedup_int8']:.3f}x | "
+                f"{g['speedup_without_group']:.3f}x | {g['decision']} |"
+            )
     if r["sensitivity"]["group_errors"]:
         proxy = ", ".join(r["error_proxy_outputs"])
-        lines += ["", f"Output error: relative L2 error of {proxy} against FP32 on training images (the cheap proxy "
-                  "that ranks nodes).", ""]  # fmt: skip
-        lines += ["## Accuracy cost per group (output error; lower is better)", "",
-                  "| variant | output error |", "|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            f"Output error: relative L2 error of {proxy} against FP32 on training images (the cheap proxy "
+            "that ranks nodes).",
+            "",
+        ]
+        lines += [
+            "## Accuracy cost per group (output error; lower is better)",
+            "",
+            "| variant | output error |",
+            "|---|---|",
+        ]
         lines += [f"| {g['group']} | {g['error']:.5f} |" for g in r["sensitivity"]["group_errors"]]
     if r["sensitivity"]["trace"]:
-        lines += ["", "## Accuracy pass (val selection metric)", "",
-                  "| nodes kept FP32 | metric | drop | output error |", "|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            "## Accuracy pass (val selection metric)",
+            "",
+            "| nodes kept FP32 | metric | drop | output error |",
+            "|---|---|---|---|",
+        ]
         for t in r["sensitivity"]["trace"]:
             lines.append(f"| {t['kept_fp32']} | {t['metric']:.4f} | {t['drop'] * 100:.2f} pt | {t['error']:.4f} |")
     if r["sensitivity"]["nodes"]:
-        lines += ["", "## Most sensitive nodes (output error with the node left FP32; lower = more sensitive)", "",
-                  "| node | group | error without |", "|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            "## Most sensitive nodes (output error with the node left FP32; lower = more sensitive)",
+            "",
+            "| node | group | error without |",
+            "|---|---|---|",
+        ]
         for n in r["sensitivity"]["nodes"][:15]:
             lines.append(f"| `{n['node']}` | {n['group']} | {n['error_without']:.5f} |")
     lines += ["", "## Notes", "", *[f"- {n}" for n in r["sensitivity"]["notes"]]]

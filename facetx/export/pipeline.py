@@ -1,35 +1,48 @@
-"""``python export.py``: checkpoint -> ONNX (parity-checked) -> INT8 (measured) -> TensorRT (where available) ->
-benchmark table. Every artifact goes into the run directory; conf/export.yaml documents the knobs."""
+"""``export.py`` as named stages with typed hand-offs.
+
+    load_source ─► onnx_stage (+ parity) ─► evaluate_stage ─► int8_stage ─► tensorrt_stage
+                ─► benchmark_stage ─► write_outputs
+
+Each stage is a function of its inputs (keyword arguments, settings dataclasses from :mod:`facetx.export.settings`)
+and returns a dataclass; :func:`export` only composes them, so ``make bench`` and the video pipeline can call the same
+stages one by one.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from facetx.bench import sysinfo
-from facetx.bench.table import metric_columns, write_csv, write_markdown
 from facetx.export.benchmark import BenchCase, benchmark
-from facetx.export.data import build_export_data
+from facetx.export.contracts import OnnxArtifacts, Source
+from facetx.export.data import ExportData, build_export_data
 from facetx.export.metadata import build_metadata
 from facetx.export.onnx_export import ExportWrapper, export_onnx, head_names
-from facetx.export.ort import OrtPredictor, make_session
 from facetx.export.parity import check_parity
+from facetx.export.settings import BenchSettings, EvalSettings, ExportSettings, QuantSettings, settings_from
+from facetx.runtime.sessions import OrtPredictor, make_session
+from facetx.runtime.system import system_summary
+from facetx.runtime.tables import metric_columns, write_csv, write_markdown
 from facetx.training.checkpoint import CONFIG_KEY, build_face_net, checkpoint_role, load_checkpoint
 from facetx.training.evaluation import evaluate
 
 log = logging.getLogger(__name__)
 
 #: metrics key -> (runtime, precision) of the benchmark rows
-RUNS = {"torch/fp32": ("torch", "fp32"), "onnxruntime/fp32": ("onnxruntime", "fp32"),
-        "onnxruntime/int8": ("onnxruntime", "int8"), "tensorrt/fp16": ("tensorrt", "fp16"),
-        "tensorrt/int8": ("tensorrt", "int8")}  # fmt: skip
-
+RUNS = {
+    "torch/fp32": ("torch", "fp32"),
+    "onnxruntime/fp32": ("onnxruntime", "fp32"),
+    "onnxruntime/int8": ("onnxruntime", "int8"),
+    "tensorrt/fp16": ("tensorrt", "fp16"),
+    "tensorrt/int8": ("tensorrt", "int8"),
+}
 
 TABLE_NOTES = (
     "p50/p95: wall-clock latency per call (batch images), after warm-up; CPU runtimes of one batch size are timed in "
@@ -49,6 +62,16 @@ def load_network(ckpt_path: str | Path, key: str | None = None) -> tuple[torch.n
     return build_face_net(ckpt, ckpt_path, prefix=f"{role}.", key=key), config, role
 
 
+def load_source(ckpt_path: str | Path, key: str | None = "ckpt_path") -> Source:
+    net, run_config, role = load_network(ckpt_path, key=key)
+    backbone = getattr(net, "backbone", None)
+    input_size = int(getattr(backbone, "input_size", 112))
+    with torch.no_grad():
+        shapes = {k: tuple(v.shape) for k, v in net(torch.zeros(1, 3, input_size, input_size)).items()}
+    model_name = str(getattr(backbone, "name", type(net).__name__))
+    return Source(Path(ckpt_path), net, run_config, role, head_names(net), input_size, model_name, shapes)
+
+
 def parity_batches(images: torch.Tensor, fixed: int | None) -> list[torch.Tensor]:
     """Batches of 1 and 3 (the dynamic batch axis) and the rest; a fixed-batch graph gets batches of its size."""
     if fixed is not None:
@@ -56,8 +79,172 @@ def parity_batches(images: torch.Tensor, fixed: int | None) -> list[torch.Tensor
     return [b for b in (images[:1], images[1:4], images[4:]) if len(b)]
 
 
+def _export_checked(
+    source: Source,
+    path: Path,
+    *,
+    dynamic: bool,
+    batch: int,
+    settings: ExportSettings,
+    meta: dict[str, str],
+    real: torch.Tensor,
+    threads: int | None,
+) -> dict[str, dict[str, float]]:
+    """Export one ONNX file and check it against PyTorch on real images; returns its parity statistics."""
+    export_onnx(
+        ExportWrapper(source.net, source.names),
+        path,
+        source.names,
+        source.input_size,
+        opset=settings.opset,
+        dynamic_batch=dynamic,
+        batch_size=batch,
+        simplify=settings.simplify,
+        exporter=settings.exporter,
+        metadata=meta,
+    )
+    predictor = OrtPredictor(make_session(path, threads))
+    batches = parity_batches(real, None if dynamic else batch)
+    return check_parity(source.net, predictor, batches, source.names, settings.parity_min_cosine, str(path))
+
+
+def onnx_stage(
+    source: Source, real: torch.Tensor, out: Path, *, settings: ExportSettings, threads: int | None
+) -> OnnxArtifacts:
+    """``model.onnx`` (and ``model.b1.onnx``) with metadata; every output checked against PyTorch on ``real``."""
+    meta = build_metadata(
+        source.names,
+        source.net.mean.flatten().tolist(),
+        source.net.std.flatten().tolist(),
+        source.input_size,
+        source.shapes["landmarks"][1] if "landmarks" in source.shapes else None,
+        source.shapes["expression_logits"][1] if "expression_logits" in source.shapes else None,
+        source.ckpt,
+        source.model_name,
+    )
+    paths = {"fp32": out / "model.onnx"}
+    fixed = settings.fixed_batch
+    parity = {
+        "model.onnx": _export_checked(
+            source,
+            paths["fp32"],
+            dynamic=settings.dynamic_batch,
+            batch=fixed or 1,
+            settings=settings,
+            meta=meta,
+            real=real,
+            threads=threads,
+        )
+    }
+    if settings.dynamic_batch and settings.fixed_batch_variant:
+        paths["fp32_b1"] = out / "model.b1.onnx"
+        parity["model.b1.onnx"] = _export_checked(
+            source, paths["fp32_b1"], dynamic=False, batch=1, settings=settings, meta=meta, real=real, threads=threads
+        )
+    for file, stats in parity.items():
+        worst = {name: round(s["min_cosine"], 7) for name, s in stats.items()}
+        log.info("parity %s vs PyTorch (min cosine): %s", file, worst)
+    return OnnxArtifacts(paths=paths, meta=meta, parity=parity)
+
+
+def evaluate_stage(
+    source: Source, onnx: OnnxArtifacts, data: ExportData, *, batch_size: int, threads: int | None
+) -> dict[str, dict[str, float]]:
+    """Held-out metrics of the PyTorch network and of ``model.onnx`` in ONNX Runtime."""
+    fp32 = OrtPredictor(make_session(onnx.paths["fp32"], threads))
+    return {
+        "torch/fp32": evaluate(source.net, data.report, batch_size=batch_size),
+        "onnxruntime/fp32": evaluate(fp32, data.report, batch_size=batch_size),
+    }
+
+
+def benchmark_stage(
+    source: Source,
+    paths: dict[str, Path],
+    real: torch.Tensor,
+    *,
+    settings: BenchSettings,
+    export: ExportSettings,
+    threads: int | None,
+) -> list[dict[str, object]]:
+    """The table rows: torch eager, ORT FP32 (+ fixed batch 1), ORT INT8, TensorRT where built."""
+    graph = "dynamic" if export.dynamic_batch else "fixed"
+    cases = [
+        BenchCase("torch", "fp32", "eager", module=ExportWrapper(source.net, source.names)),
+        BenchCase("onnxruntime", "fp32", graph, path=paths["fp32"]),
+    ]
+    if "fp32_b1" in paths:
+        cases.append(BenchCase("onnxruntime", "fp32", "fixed-b1", path=paths["fp32_b1"], batches=(1,)))
+    if "int8" in paths:
+        cases.append(BenchCase("onnxruntime", "int8", graph, path=paths["int8"]))
+    for precision in ("fp16", "int8"):
+        if f"trt_{precision}" in paths:
+            largest = export.trt_max_batch if export.dynamic_batch else export.batch_size
+            fits = tuple(b for b in settings.batches if b <= largest)
+            cases.append(BenchCase("tensorrt", precision, "engine", path=paths[f"trt_{precision}"], batches=fits))
+    return benchmark(
+        cases,
+        source.net,
+        real.numpy(),
+        list(settings.batches),
+        threads,
+        warmup=settings.warmup,
+        runs=settings.runs,
+        min_runs=settings.min_runs,
+        seconds_per_case=settings.seconds_per_case,
+        input_size=source.input_size,
+    )
+
+
+def table_rows(rows: list[dict[str, object]], metrics: dict[str, dict[str, float]], common: dict[str, object]) -> None:
+    """Add the run context and each row's held-out metrics (by runtime and precision) to the benchmark rows."""
+    columns = {k for m in metrics.values() for k in metric_columns(m)}
+    by_run = {v: metrics.get(k, {}) for k, v in RUNS.items()}
+    for r in rows:
+        r.update(common)
+        m = by_run.get((r["runtime"], r["precision"]), {})
+        r.update({k: round(float(v), 5) for k, v in m.items() if k in columns})
+
+
+def write_outputs(
+    out: Path,
+    *,
+    source: Source,
+    system: dict[str, Any],
+    threads: int | None,
+    seed: int,
+    report_split: str,
+    rows: list[dict[str, object]],
+    report: dict[str, Any],
+    notes: list[str],
+) -> None:
+    """``benchmark.csv``, ``benchmark.md`` and ``report.json``."""
+    context = {
+        "checkpoint": str(source.ckpt),
+        "held-out split": report_split,
+        "cpu": system["cpu"],
+        "ISA flags": " ".join(system["isa_flags"]),
+        "INT8 regime": system["isa_regime"],
+        "threads (intra-op, pinned)": threads or "default",
+        "versions": system["versions"],
+        "git commit": system["git_commit"],
+        "seed": seed,
+        "environment": system["env"],
+        "load average at start": system["load_average"],
+    }
+    write_csv(rows, out / "benchmark.csv")
+    title = f"facetx export benchmark: {source.label}"
+    write_markdown(rows, out / "benchmark.md", title, context, [*notes, *TABLE_NOTES])
+    (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    log.info("wrote %s, %s and %s", out / "benchmark.md", out / "benchmark.csv", out / "report.json")
+
+
 def export(cfg: DictConfig) -> dict[str, Any]:
-    """Run the whole export for ``cfg.ckpt_path`` into ``cfg.paths.output_dir``; returns the report dict."""
+    """Run every stage for ``cfg.ckpt_path`` into ``cfg.paths.output_dir``; returns the report dict."""
+    settings = settings_from(ExportSettings, OmegaConf.to_container(cfg.export, resolve=True), "export")
+    quant = settings_from(QuantSettings, OmegaConf.to_container(cfg.quant, resolve=True), "quant")
+    bench = settings_from(BenchSettings, OmegaConf.to_container(cfg.bench, resolve=True), "bench")
+    held_out = settings_from(EvalSettings, OmegaConf.to_container(cfg.eval, resolve=True), "eval")
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     threads = int(cfg.threads) if cfg.get("threads") else None
@@ -66,122 +253,103 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     seed = int(cfg.seed)
     torch.manual_seed(seed)
     np.random.seed(seed)
-    ckpt = Path(cfg.ckpt_path)
-    net, run_config, role = load_network(ckpt, key="ckpt_path")
-    names = head_names(net)
-    input_size = int(getattr(getattr(net, "backbone", None), "input_size", 112))
-    with torch.no_grad():
-        shapes = {k: tuple(v.shape) for k, v in net(torch.zeros(1, 3, input_size, input_size)).items()}
-    model_name = str(getattr(getattr(net, "backbone", None), "name", type(net).__name__))
-    system = sysinfo.system_summary()
-    log.info("exporting %s (%s) from %s; CPU %s, ISA %s (INT8 regime %s), threads %s", model_name, role, ckpt,
-             system["cpu"], " ".join(system["isa_flags"]), system["isa_regime"], threads)  # fmt: skip
 
-    data = build_export_data(run_config, str(cfg.eval.split), cfg.eval.get("max_images"))
-    meta = build_metadata(
-        names, net.mean.flatten().tolist(), net.std.flatten().tolist(), input_size,
-        shapes["landmarks"][1] if "landmarks" in shapes else None,
-        shapes["expression_logits"][1] if "expression_logits" in shapes else None, ckpt, model_name,
-    )  # fmt: skip
-    e = cfg.export
-    fixed = None if e.dynamic_batch else int(e.batch_size)
-    paths = {"fp32": out / "model.onnx"}
-    export_onnx(ExportWrapper(net, names), paths["fp32"], names, input_size, int(e.opset), bool(e.dynamic_batch),
-                fixed or 1, bool(e.simplify), str(e.exporter), meta)  # fmt: skip
-    real = torch.from_numpy(data.real_images(int(e.parity_images)))
-    fp32 = OrtPredictor(make_session(paths["fp32"], threads))
-    min_cos = float(e.parity_min_cosine)
-    parity = {"model.onnx": check_parity(net, fp32, parity_batches(real, fixed), names, min_cos, str(paths["fp32"]))}
-    if e.dynamic_batch and e.fixed_batch_variant:
-        paths["fp32_b1"] = out / "model.b1.onnx"
-        export_onnx(ExportWrapper(net, names), paths["fp32_b1"], names, input_size, int(e.opset), False, 1,
-                    bool(e.simplify), str(e.exporter), meta)  # fmt: skip
-        b1 = OrtPredictor(make_session(paths["fp32_b1"], threads))
-        parity["model.b1.onnx"] = check_parity(net, b1, parity_batches(real, 1), names, min_cos, str(paths["fp32_b1"]))
-    for file, stats in parity.items():
-        log.info(
-            "parity %s vs PyTorch (min cosine): %s", file, {n: round(s["min_cosine"], 7) for n, s in stats.items()}
-        )
-
-    bs = int(cfg.eval.batch_size)
-    metrics = {"torch/fp32": evaluate(net, data.report, batch_size=bs),
-               "onnxruntime/fp32": evaluate(fp32, data.report, batch_size=bs)}  # fmt: skip
-    report: dict[str, Any] = {"checkpoint": str(ckpt), "role": role, "model": model_name, "outputs": names,
-                              "system": system, "threads": threads, "seed": seed, "parity": parity,
-                              "held_out_split": data.report_split}  # fmt: skip
+    source = load_source(cfg.ckpt_path)
+    system = system_summary()
+    log.info(
+        "exporting %s from %s; CPU %s, ISA %s (INT8 regime %s), threads %s",
+        source.label,
+        source.ckpt,
+        system["cpu"],
+        " ".join(system["isa_flags"]),
+        system["isa_regime"],
+        threads,
+    )
+    data = build_export_data(source.run_config, held_out.split, held_out.max_images)
+    real = torch.from_numpy(data.real_images(settings.parity_images))
+    onnx = onnx_stage(source, real, out, settings=settings, threads=threads)
+    metrics = evaluate_stage(source, onnx, data, batch_size=held_out.batch_size, threads=threads)
+    paths = dict(onnx.paths)
+    report: dict[str, Any] = {
+        "checkpoint": str(source.ckpt),
+        "role": source.role,
+        "model": source.model_name,
+        "outputs": source.names,
+        "system": system,
+        "threads": threads,
+        "seed": seed,
+        "parity": onnx.parity,
+        "held_out_split": data.report_split,
+    }
     notes: list[str] = []
     int8 = None
-    if cfg.int8.enabled:
+    if quant.enabled:
         from facetx.export.int8_stage import int8_stage, write_int8_report
 
-        int8 = int8_stage(cfg, data, paths["fp32"], out, threads, meta, names, real, net)
-        paths.update(int8["paths"])
-        metrics.update(int8["metrics"])
-        report["int8"] = int8["report"]
-        notes += int8["notes"]
-        write_int8_report(out / "int8_report.md", int8["report"], metrics["onnxruntime/fp32"],
-                          metrics["onnxruntime/int8"])  # fmt: skip
-    if e.tensorrt:
+        int8 = int8_stage(
+            source=source,
+            data=data,
+            onnx=onnx,
+            out=out,
+            settings=quant,
+            seed=seed,
+            eval_batch_size=held_out.batch_size,
+            real=real,
+            threads=threads,
+        )
+        paths.update(int8.paths)
+        metrics.update(int8.metrics)
+        report["int8"] = int8.report
+        notes += int8.notes
+        write_int8_report(out / "int8_report.md", int8.report, metrics["onnxruntime/fp32"], metrics["onnxruntime/int8"])
+    if settings.tensorrt:
         from facetx.export.tensorrt_stage import tensorrt_stage
 
-        trt = tensorrt_stage(cfg, data, paths, out, names, input_size, real, net, int8)
-        paths.update(trt["paths"])
-        metrics.update(trt["metrics"])
-        report["tensorrt"] = trt["report"]
-        notes += trt["notes"]
-    if int8 is not None and not cfg.int8.keep_work:
-        import shutil
+        trt = tensorrt_stage(
+            source=source,
+            data=data,
+            onnx=onnx,
+            int8=int8,
+            out=out,
+            settings=settings,
+            eval_batch_size=held_out.batch_size,
+            real=real,
+        )
+        paths.update(trt.paths)
+        metrics.update(trt.metrics)
+        report["tensorrt"] = trt.report
+        notes += trt.notes
+    if int8 is not None and not quant.keep_work:
+        shutil.rmtree(int8.work, ignore_errors=True)
 
-        shutil.rmtree(int8["work"], ignore_errors=True)
-
-    rows = run_benchmark(cfg, net, names, paths, real, threads, input_size)
-    table_keys = {k for m in metrics.values() for k in metric_columns(m)}
-    by_run = {v: metrics.get(k, {}) for k, v in RUNS.items()}
-    common = {"model": f"{model_name} ({role})", "threads": threads or "default", "cpu": system["cpu"],
-              "isa_flags": " ".join(system["isa_flags"]), "isa_regime": system["isa_regime"],
-              "versions": system["versions"], "git_commit": system["git_commit"], "seed": seed,
-              "source": str(ckpt)}  # fmt: skip
-    for r in rows:
-        r.update(common)
-        m = by_run.get((r["runtime"], r["precision"]), {})
-        r.update({k: round(float(v), 5) for k, v in m.items() if k in table_keys})
-    report.update(metrics={k: {n: round(float(v), 6) for n, v in m.items()} for k, m in metrics.items()},
-                  files={k: str(p) for k, p in paths.items()}, benchmark=rows, notes=notes)  # fmt: skip
-    context = {"checkpoint": str(ckpt), "held-out split": data.report_split, "cpu": system["cpu"],
-               "ISA flags": " ".join(system["isa_flags"]), "INT8 regime": system["isa_regime"],
-               "threads (intra-op, pinned)": threads or "default", "versions": system["versions"],
-               "git commit": system["git_commit"], "seed": seed, "environment": system["env"],
-               "load average at start": system["load_average"]}  # fmt: skip
-    notes = [*notes, *TABLE_NOTES]
-    write_csv(rows, out / "benchmark.csv")
-    write_markdown(rows, out / "benchmark.md", f"facetx export benchmark: {model_name} ({role})", context, notes)
-    (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
-    log.info("wrote %s, %s and %s", out / "benchmark.md", out / "benchmark.csv", out / "report.json")
+    rows = benchmark_stage(source, paths, real, settings=bench, export=settings, threads=threads)
+    common = {
+        "model": source.label,
+        "threads": threads or "default",
+        "cpu": system["cpu"],
+        "isa_flags": " ".join(system["isa_flags"]),
+        "isa_regime": system["isa_regime"],
+        "versions": system["versions"],
+        "git_commit": system["git_commit"],
+        "seed": seed,
+        "source": str(source.ckpt),
+    }
+    table_rows(rows, metrics, common)
+    report.update(
+        metrics={k: {n: round(float(v), 6) for n, v in m.items()} for k, m in metrics.items()},
+        files={k: str(p) for k, p in paths.items()},
+        benchmark=rows,
+        notes=notes,
+    )
+    write_outputs(
+        out,
+        source=source,
+        system=system,
+        threads=threads,
+        seed=seed,
+        report_split=data.report_split,
+        rows=rows,
+        report=report,
+        notes=notes,
+    )
     return report
-
-
-def run_benchmark(
-    cfg: DictConfig,
-    net: torch.nn.Module,
-    names: list[str],
-    paths: dict[str, Path],
-    real: torch.Tensor,
-    threads: int | None,
-    input_size: int,
-) -> list[dict[str, object]]:
-    """The table rows: torch eager, ORT FP32 (+ fixed batch 1), ORT INT8, TensorRT where built."""
-    graph = "dynamic" if cfg.export.dynamic_batch else "fixed"
-    cases = [BenchCase("torch", "fp32", "eager", module=ExportWrapper(net, names)),
-             BenchCase("onnxruntime", "fp32", graph, path=paths["fp32"])]  # fmt: skip
-    if "fp32_b1" in paths:
-        cases.append(BenchCase("onnxruntime", "fp32", "fixed-b1", path=paths["fp32_b1"], batches=(1,)))
-    if "int8" in paths:
-        cases.append(BenchCase("onnxruntime", "int8", graph, path=paths["int8"]))
-    for prec in ("fp16", "int8"):
-        if f"trt_{prec}" in paths:
-            hi = int(cfg.export.trt_max_batch) if cfg.export.dynamic_batch else int(cfg.export.batch_size)
-            fits = tuple(int(x) for x in cfg.bench.batches if int(x) <= hi)
-            cases.append(BenchCase("tensorrt", prec, "engine", path=paths[f"trt_{prec}"], batches=fits))
-    b = cfg.bench
-    return benchmark(cases, net, real.numpy(), [int(x) for x in b.batches], threads, int(b.warmup), int(b.runs),
-                     int(b.min_runs), float(b.seconds_per_case), input_size)  # fmt: skip

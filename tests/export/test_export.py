@@ -13,9 +13,9 @@ from omegaconf import open_dict
 
 from facetx.export import pipeline
 from facetx.export.onnx_export import ExportWrapper, export_onnx, head_names
-from facetx.export.ort import OrtPredictor, make_session
 from facetx.export.parity import ParityError, check_parity
 from facetx.export.tensorrt import unavailable_reason
+from facetx.runtime.sessions import OrtPredictor, make_session
 from facetx.training.checkpoint import CONFIG_KEY, load_checkpoint
 from facetx.training.run import train
 from tests.conftest import FAST, compose_config
@@ -25,8 +25,8 @@ HEADS = ["embedding", "landmarks", "expression_logits", "spoof_logits"]
 QUICK = ["export.parity_images=8", "bench.batches=[1]", "bench.runs=3", "bench.min_runs=2", "bench.warmup=1",
          "bench.seconds_per_case=0.1", "eval.batch_size=20"]  # fmt: skip
 #: a small INT8 stage: one calibration batch, short latency pass, few ranked nodes
-QUICK_INT8 = ["int8.calibration_batches=1", "int8.calibration_batch_size=8", "int8.latency_runs=4",
-              "int8.sensitivity_images=8", "int8.max_sensitivity_nodes=4"]  # fmt: skip
+QUICK_INT8 = ["quant.calibration_batches=1", "quant.calibration_batch_size=8", "quant.latency_runs=4",
+              "quant.sensitivity_images=8", "quant.max_sensitivity_nodes=4"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def _images(n: int, seed: int = 0) -> torch.Tensor:
 def fp32_export(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """One FP32-only export (TensorRT asked for: here it must be skipped with a reason, the rest proceeds)."""
     out = tmp_path_factory.mktemp("export_fp32")
-    report = pipeline.export(_export_cfg(out, tiny_ckpt, ["int8.enabled=false", "export.tensorrt=true"]))
+    report = pipeline.export(_export_cfg(out, tiny_ckpt, ["quant=none", "export.tensorrt=true"]))
     return out, report
 
 
@@ -153,7 +153,7 @@ def test_broken_parity_fails_the_export(tiny_ckpt: Path, tmp_path: Path, monkeyp
         check_parity(net, OrtPredictor(make_session(tmp_path / "broken.onnx")), [_images(4)], names)
     monkeypatch.setattr(pipeline, "ExportWrapper", _Broken)
     with pytest.raises(ParityError, match="embedding"):
-        pipeline.export(_export_cfg(tmp_path / "run", tiny_ckpt, ["int8.enabled=false"]))
+        pipeline.export(_export_cfg(tmp_path / "run", tiny_ckpt, ["quant=none"]))
 
 
 def test_fixed_batch_export_and_opset(tiny_ckpt: Path, tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ def test_last_ckpt_holds_the_reported_step(run_dir: Path) -> None:
 
 def test_export_reproduces_the_runs_test_accuracy(run_dir: Path, tmp_path: Path) -> None:
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    overrides = [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "int8.enabled=false",
+    overrides = [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "quant=none",
                  "export.fixed_batch_variant=false", "export.parity_images=4", "bench.batches=[1]", "bench.runs=2",
                  "bench.min_runs=1", "bench.warmup=0", "bench.seconds_per_case=0.05"]  # fmt: skip
     report = pipeline.export(compose_config("export", overrides, tmp_path))

@@ -1,0 +1,60 @@
+"""The hand-offs between the export stages (:mod:`facetx.export.pipeline`), one dataclass each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from facetx.quant.int8 import Int8Result
+
+
+@dataclass
+class Source:
+    """``load_source``: the network rebuilt from its checkpoint (eval mode, no Lightning) and what later stages read
+    of it."""
+
+    ckpt: Path
+    net: torch.nn.Module
+    run_config: dict[str, Any]
+    role: str  # "net" (train.py) or "student" (distill.py)
+    names: list[str]  # the ONNX outputs, in order
+    input_size: int
+    model_name: str
+    shapes: dict[str, tuple[int, ...]]  # output name -> shape at batch 1
+
+    @property
+    def label(self) -> str:
+        return f"{self.model_name} ({self.role})"
+
+
+@dataclass
+class OnnxArtifacts:
+    """``onnx_stage``: ``paths`` (``fp32``, and ``fp32_b1`` for the fixed batch-1 variant), the metadata written into
+    them, and the parity statistics per file."""
+
+    paths: dict[str, Path]
+    meta: dict[str, str]
+    parity: dict[str, dict[str, dict[str, float]]]
+
+
+@dataclass
+class StageOutput:
+    """What the int8 and tensorrt stages add: artifact ``paths``, held-out ``metrics`` per ``runtime/precision``,
+    their part of ``report.json`` and ``notes`` for the table."""
+
+    paths: dict[str, Path] = field(default_factory=dict)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Int8Stage(StageOutput):
+    """``int8_stage``: ``model.int8.onnx`` (``paths["int8"]``), its metrics and report; ``result`` the quantizer's
+    full answer and ``work`` the folder with the calibration cache (the TensorRT stage reuses both)."""
+
+    result: Int8Result | None = None
+    work: Path | None = None
