@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from facetx.export.benchmark import BenchCase, benchmark
-from facetx.export.contracts import OnnxArtifacts, Source
+from facetx.export.contracts import OnnxArtifacts, Source, StageOutput
 from facetx.export.data import ExportData, build_export_data
 from facetx.export.metadata import build_metadata
 from facetx.export.onnx_export import ExportWrapper, export_onnx, head_names
@@ -239,6 +239,22 @@ def write_outputs(
     log.info("wrote %s, %s and %s", out / "benchmark.md", out / "benchmark.csv", out / "report.json")
 
 
+def _absorb(
+    stage: StageOutput,
+    name: str,
+    *,
+    paths: dict[str, Path],
+    metrics: dict[str, dict[str, float]],
+    report: dict[str, Any],
+    notes: list[str],
+) -> None:
+    """Merge a stage's artifacts, held-out metrics, report section ``name`` and notes into the export's."""
+    paths.update(stage.paths)
+    metrics.update(stage.metrics)
+    report[name] = stage.report
+    notes += stage.notes
+
+
 def export(cfg: DictConfig) -> dict[str, Any]:
     """Run every stage for ``cfg.ckpt_path`` into ``cfg.paths.output_dir``; returns the report dict."""
     settings = settings_from(ExportSettings, OmegaConf.to_container(cfg.export, resolve=True), "export")
@@ -297,10 +313,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
             real=real,
             threads=threads,
         )
-        paths.update(int8.paths)
-        metrics.update(int8.metrics)
-        report["int8"] = int8.report
-        notes += int8.notes
+        _absorb(int8, "int8", paths=paths, metrics=metrics, report=report, notes=notes)
         write_int8_report(out / "int8_report.md", int8.report, metrics["onnxruntime/fp32"], metrics["onnxruntime/int8"])
     if settings.tensorrt:
         from facetx.export.tensorrt_stage import tensorrt_stage
@@ -315,10 +328,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
             eval_batch_size=held_out.batch_size,
             real=real,
         )
-        paths.update(trt.paths)
-        metrics.update(trt.metrics)
-        report["tensorrt"] = trt.report
-        notes += trt.notes
+        _absorb(trt, "tensorrt", paths=paths, metrics=metrics, report=report, notes=notes)
     if int8 is not None and not quant.keep_work:
         shutil.rmtree(int8.work, ignore_errors=True)
 

@@ -198,3 +198,35 @@ def test_tensorrt_engines(tiny_ckpt: Path, tmp_path: Path) -> None:
         assert report["tensorrt"]["agreement_with_torch"][prec]["embedding"]["min_cosine"] > 0.99
     assert {r["precision"] for r in report["benchmark"] if r["runtime"] == "tensorrt"} == {"fp16", "int8"}
     assert np.isfinite([r["p50_ms"] for r in report["benchmark"]]).all()
+
+
+def test_stages_run_alone_with_typed_hand_offs(tiny_ckpt: Path, tmp_path: Path) -> None:
+    """Each export stage is a function of its inputs: the video pipeline and make bench call them one by one."""
+    from facetx.export.data import build_export_data
+    from facetx.export.settings import BenchSettings, ExportSettings
+
+    source = pipeline.load_source(tiny_ckpt)
+    assert source.role == "net" and source.names == HEADS and source.input_size == 112
+    data = build_export_data(source.run_config, split="val")
+    real = torch.from_numpy(data.real_images(4))
+    settings = ExportSettings(fixed_batch_variant=False, simplify=False)
+    onnx_out = pipeline.onnx_stage(source, real, tmp_path, settings=settings, threads=1)
+    assert set(onnx_out.paths) == {"fp32"} and onnx_out.meta["outputs"] == json.dumps(HEADS)
+    assert min(s["min_cosine"] for s in onnx_out.parity["model.onnx"].values()) >= 0.9999
+    metrics = pipeline.evaluate_stage(source, onnx_out, data, batch_size=20, threads=1)
+    assert metrics["torch/fp32"].keys() == metrics["onnxruntime/fp32"].keys()
+    bench = BenchSettings(batches=(1,), warmup=0, runs=2, min_runs=1, seconds_per_case=0.01)
+    rows = pipeline.benchmark_stage(source, onnx_out.paths, real, settings=bench, export=settings, threads=1)
+    assert {(r["runtime"], r["batch"]) for r in rows} == {("torch", 1), ("onnxruntime", 1)}
+
+
+def test_settings_refuse_unknown_keys_with_one_line() -> None:
+    from facetx.errors import ConfigError
+    from facetx.export.settings import QuantSettings, settings_from
+
+    q = settings_from(QuantSettings, {"recipe": "avx2", "targets": {"min_speedup": 1.3}}, "quant")
+    assert q.recipe == "avx2" and q.targets.min_speedup == 1.3 and q.targets.min_size_ratio == 3.5
+    with pytest.raises(ConfigError, match=r"quant: unknown key\(s\) \['calibraton_batches'\]"):
+        settings_from(QuantSettings, {"calibraton_batches": 2}, "quant")
+    with pytest.raises(ConfigError, match=r"quant.targets: unknown key\(s\) \['speedup'\]"):
+        settings_from(QuantSettings, {"targets": {"speedup": 2}}, "quant")
