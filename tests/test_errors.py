@@ -1,21 +1,31 @@
-"""Every user mistake gets one line, not a traceback: the entry points run for real on bad input (subprocesses), and
-the checks behind them in-process (facetx.errors, checkpoints, config entries, distillation terms, data paths)."""
+"""Every user mistake gets one line, not a traceback: the entry points run for real on bad input, and the checks
+behind them in-process (facetx.errors, checkpoints, config entries, distillation terms, data paths).
+
+Three cases run the entry points as real subprocesses, for the whole process contract (exit status, stderr, the
+traceback flag): train.py (Hydra), ``python -m facetx.detect`` (argparse) and ``FACETX_TRACEBACK=1``. The other entry
+point cases run the same scripts in this process (``run_script``: train.py/distill.py/export.py as ``__main__`` with
+that argv; prepare's ``main(argv)``), which checks the same exit code and stderr without paying a fresh interpreter's
+8-15 s of torch/lightning/hydra imports each."""
 
 from __future__ import annotations
 
+import logging
 import os
+import runpy
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import InstantiationException
 from omegaconf import OmegaConf, open_dict
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import facetx.training.checkpoint as checkpoint_mod
-from facetx.config_checks import check_data_root, check_required, target_entries
 from facetx.data.datamodule import FaceDataModule
 from facetx.data.formats import RecordIOWriter
 from facetx.data.formats.errors import CorruptImageError, DataFormatError
@@ -38,6 +48,7 @@ from facetx.training.checkpoint import (
     load_checkpoint,
     load_face_net,
 )
+from facetx.training.config_checks import check_data_root, check_required, target_entries
 from facetx.training.distill import TeacherNotFoundError, find_teacher, load_teacher
 from facetx.training.run import build_callbacks, build_loggers, train
 from facetx.training.teacher_cache import TeacherCacheError
@@ -94,17 +105,86 @@ def unbuildable_ckpt(teacher_ckpt: Path, tmp_path_factory: pytest.TempPathFactor
 # --- the entry points, for real ---
 
 
-def run_entry(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def start_entry(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``python *args`` from the repo root, started; :func:`finish` waits for it."""
     env = {k: v for k, v in os.environ.items() if k not in ("FACETX_TRACEBACK", "HYDRA_FULL_ERROR")} | (env or {})
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    pipe = subprocess.PIPE
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=pipe, stderr=pipe, text=True, env=env)
+
+
+def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+    try:
+        out, err = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _logging_state() -> list[tuple]:
+    known = logging.Logger.manager.loggerDict.values()
+    loggers = [logging.getLogger(), *(lg for lg in known if isinstance(lg, logging.Logger))]
+    return [(lg, lg.handlers[:], lg.level, lg.propagate, lg.disabled) for lg in loggers]
+
+
+def _restore_logging(state: list[tuple]) -> None:
+    """Put back what Hydra's job logging replaced (root handlers writing into capsys' streams and the run dir)."""
+    for lg, handlers, level, propagate, disabled in state:
+        for handler in lg.handlers:
+            if handler not in handlers:
+                handler.close()
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate, lg.disabled = propagate, disabled
+
+
+@pytest.fixture
+def run_script(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    """``run_script("train.py", *overrides)``: what ``start_entry(["train.py", *overrides])`` runs, in this process.
+
+    The real script runs as ``__main__`` with that ``sys.argv`` from the repo root (runpy), so ``@hydra.main`` and
+    ``exit_on_user_error`` do what they do for ``python train.py``; it must end in ``SystemExit``, whose code and the
+    captured stdout/stderr come back as a CompletedProcess for :func:`assert_one_line`. What a run changes in the
+    process is put back: Hydra's global state, logging, SIGINT/SIGTERM handlers, torch threads, os.environ, sys.path.
+    """
+    monkeypatch.delenv("FACETX_TRACEBACK", raising=False)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.chdir(ROOT)
+
+    def run(script: str, *args: str) -> subprocess.CompletedProcess:
+        argv = [script, *args]
+        monkeypatch.setattr(sys, "argv", argv)
+        capsys.readouterr()  # drop what came before
+        logs, env, path, threads = _logging_state(), dict(os.environ), sys.path[:], torch.get_num_threads()
+        signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        GlobalHydra.instance().clear()
+        try:
+            with pytest.raises(SystemExit) as info:
+                runpy.run_path(str(ROOT / script), run_name="__main__")
+        finally:
+            GlobalHydra.instance().clear()
+            _restore_logging(logs)
+            os.environ.clear()
+            os.environ.update(env)
+            sys.path[:] = path
+            torch.set_num_threads(threads)
+            for signum, handler in signals.items():
+                if handler is not None:
+                    signal.signal(signum, handler)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(argv, info.value.code, out, err)
+
+    return run
 
 
 def assert_one_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    """Exit code 2, no traceback, and stderr's last line is ``error: ...`` holding every needle."""
+    """Exit code 2, no traceback, and stderr's last line is ``error: ...`` holding every needle (the only one)."""
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == EXIT_USER_ERROR, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert lines and lines[-1].startswith("error: "), proc.stderr[-3000:]
+    assert sum(line.startswith("error:") for line in lines) == 1, proc.stderr[-3000:]
     for needle in needles:
         assert needle in lines[-1], lines[-1]
     return lines[-1]
@@ -115,85 +195,121 @@ def train_args(tmp_path: Path, *overrides: str, fast: bool = True) -> list[str]:
     return ["train.py", *base, *overrides, f"hydra.run.dir={tmp_path}/run"]
 
 
-def test_train_missing_checkpoint(tmp_path: Path) -> None:
-    proc = run_entry(train_args(tmp_path, "ckpt_path=/wrong/path.ckpt"))
+# subprocesses: the whole process contract, once per kind of entry point
+
+
+@pytest.fixture(scope="module")
+def entry_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, subprocess.CompletedProcess]]:
+    """The three subprocess cases, started side by side: each is mostly a fresh interpreter importing torch/lightning
+    (8-15 s on one core), so together they take about the time of the slowest rather than the sum."""
+    tmp = tmp_path_factory.mktemp("entry")
+    (tmp / "weights").mkdir()
+    started = {
+        "train": start_entry(train_args(tmp / "train", "ckpt_path=/wrong/path.ckpt")),
+        "traceback": start_entry(train_args(tmp / "tb", "ckpt_path=/wrong/path.ckpt"), env={"FACETX_TRACEBACK": "1"}),
+        "detect": start_entry(["-m", "facetx.detect", "--weights-dir", str(tmp / "weights"), str(tmp / "a.jpg")]),
+    }
+    try:
+        yield {name: finish(proc) for name, proc in started.items()}
+    finally:
+        for proc in started.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+
+def test_train_missing_checkpoint(entry_runs: dict[str, subprocess.CompletedProcess]) -> None:
+    assert_one_line(entry_runs["train"], "ckpt_path=/wrong/path.ckpt: no such file", "train.py")
+
+
+def test_traceback_on_request(entry_runs: dict[str, subprocess.CompletedProcess]) -> None:
+    proc = entry_runs["traceback"]
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr and "CheckpointNotFoundError" in proc.stderr
+
+
+def test_detect_cli(entry_runs: dict[str, subprocess.CompletedProcess]) -> None:
+    assert_one_line(entry_runs["detect"], "BlazeFace weights not found", "fetch_blazeface.sh")
+
+
+# the same scripts in this process
+
+
+def test_train_missing_checkpoint_in_process(run_script, tmp_path: Path) -> None:
+    # the subprocess case above, here: the in-process runs see what a real run sees
+    proc = run_script(*train_args(tmp_path, "ckpt_path=/wrong/path.ckpt"))
     assert_one_line(proc, "ckpt_path=/wrong/path.ckpt: no such file", "train.py")
 
 
-def test_train_truncated_checkpoint(teacher_ckpt: Path, tmp_path: Path) -> None:
+def test_train_truncated_checkpoint(run_script, teacher_ckpt: Path, tmp_path: Path) -> None:
     data = teacher_ckpt.read_bytes()
     cut = tmp_path / "cut.ckpt"
     cut.write_bytes(data[: len(data) // 2])
-    proc = run_entry(train_args(tmp_path, f"ckpt_path={cut}"))
+    proc = run_script(*train_args(tmp_path, f"ckpt_path={cut}"))
     assert_one_line(proc, f"ckpt_path={cut}: not a readable checkpoint")
 
 
-def test_train_without_data_root(tmp_path: Path) -> None:
-    proc = run_entry(train_args(tmp_path, "data=imagefolder", fast=False))
+def test_train_without_data_root(run_script, tmp_path: Path) -> None:
+    proc = run_script(*train_args(tmp_path, "data=imagefolder", fast=False))
     assert_one_line(proc, "data.root: not set", "data=imagefolder")
 
 
-def test_train_on_an_empty_data_folder(tmp_path: Path) -> None:
+def test_train_on_an_empty_data_folder(run_script, tmp_path: Path) -> None:
     (tmp_path / "faces").mkdir()
-    proc = run_entry(train_args(tmp_path, "data=imagefolder", f"data.root={tmp_path}/faces", fast=False))
+    proc = run_script(*train_args(tmp_path, "data=imagefolder", f"data.root={tmp_path}/faces", fast=False))
     assert_one_line(proc, f"{tmp_path}/faces: no identity sub-folder holds images")
 
 
-def test_train_on_a_corrupt_record_fails_under_on_corrupt_fail(tmp_path: Path) -> None:
+def test_train_on_a_corrupt_record_fails_under_on_corrupt_fail(run_script, tmp_path: Path) -> None:
     pack = tmp_path / "pack"
     with RecordIOWriter(pack) as w:
         for i in range(8):
             w.add(b"not a jpeg", i % 2)  # encoded bytes are stored as they are
     overrides = ["data=insightface", f"data.root={pack}", "data.val_bins=[]", "data.train.on_corrupt=fail"]
-    proc = run_entry(train_args(tmp_path, *overrides, fast=False))
+    proc = run_script(*train_args(tmp_path, *overrides, fast=False))
     assert_one_line(proc, f"{pack}/train.rec: record", "cannot decode the image payload")
 
 
-def test_train_with_missing_val_bins(tmp_path: Path) -> None:
-    proc = run_entry(train_args(tmp_path, f"data.val_bins=[{tmp_path}/lfw.bin]"))
+def test_train_with_missing_val_bins(run_script, tmp_path: Path) -> None:
+    proc = run_script(*train_args(tmp_path, f"data.val_bins=[{tmp_path}/lfw.bin]"))
     assert_one_line(proc, f"data.val_bins: {tmp_path}/lfw.bin does not exist")
 
 
-def test_distill_teacher_not_found(tmp_path: Path) -> None:
-    proc = run_entry(["distill.py", *FAST, "teacher.ckpt_path=/wrong/path", f"hydra.run.dir={tmp_path}/run"])
+def test_distill_teacher_not_found(run_script, tmp_path: Path) -> None:
+    proc = run_script("distill.py", *FAST, "teacher.ckpt_path=/wrong/path", f"hydra.run.dir={tmp_path}/run")
     line = assert_one_line(proc, "teacher.ckpt_path=/wrong/path: no such file")
     assert "train.py model=teacher" in line
 
 
-def test_distill_refuses_a_distilled_student_as_teacher(distill_ckpt: Path, tmp_path: Path) -> None:
-    proc = run_entry(["distill.py", *FAST, f"teacher.ckpt_path={distill_ckpt}", f"hydra.run.dir={tmp_path}/run"])
+def test_distill_refuses_a_distilled_student_as_teacher(run_script, distill_ckpt: Path, tmp_path: Path) -> None:
+    proc = run_script("distill.py", *FAST, f"teacher.ckpt_path={distill_ckpt}", f"hydra.run.dir={tmp_path}/run")
     assert_one_line(proc, f"teacher.ckpt_path={distill_ckpt}: a distill.py checkpoint", "cannot teach")
 
 
-def test_distill_unknown_feature_loss(teacher_ckpt: Path, tmp_path: Path) -> None:
+def test_distill_unknown_feature_loss(run_script, teacher_ckpt: Path, tmp_path: Path) -> None:
     args = [*FAST, "student=tiny", f"teacher.ckpt_path={teacher_ckpt}", "distill.feature_loss=l1"]
-    proc = run_entry(["distill.py", *args, f"hydra.run.dir={tmp_path}/run"])
+    proc = run_script("distill.py", *args, f"hydra.run.dir={tmp_path}/run")
     assert_one_line(proc, "distill.feature_loss='l1'", "mse")
 
 
-def test_export_of_a_network_that_cannot_be_rebuilt(unbuildable_ckpt: Path, tmp_path: Path) -> None:
-    proc = run_entry(["export.py", f"ckpt_path={unbuildable_ckpt}", f"hydra.run.dir={tmp_path}/run"])
+def test_export_of_a_network_that_cannot_be_rebuilt(run_script, unbuildable_ckpt: Path, tmp_path: Path) -> None:
+    proc = run_script("export.py", f"ckpt_path={unbuildable_ckpt}", f"hydra.run.dir={tmp_path}/run")
     assert_one_line(proc, f"ckpt_path={unbuildable_ckpt}: its network cannot be rebuilt", "facevit_gone_p14_112")
 
 
-def test_export_of_a_run_directory(teacher_ckpt: Path, tmp_path: Path) -> None:
+def test_export_of_a_run_directory(run_script, teacher_ckpt: Path, tmp_path: Path) -> None:
     run_dir = teacher_ckpt.parents[1]
-    proc = run_entry(["export.py", f"ckpt_path={run_dir}", f"hydra.run.dir={tmp_path}/run"])
+    proc = run_script("export.py", f"ckpt_path={run_dir}", f"hydra.run.dir={tmp_path}/run")
     assert_one_line(proc, f"ckpt_path={run_dir}: is a directory", f"did you mean {teacher_ckpt}")
 
 
-def test_traceback_on_request(tmp_path: Path) -> None:
-    proc = run_entry(train_args(tmp_path, "ckpt_path=/wrong/path.ckpt"), env={"FACETX_TRACEBACK": "1"})
-    assert proc.returncode != 0
-    assert "Traceback" in proc.stderr and "CheckpointNotFoundError" in proc.stderr
+def test_prepare_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from facetx.data.prepare import main
 
-
-def test_prepare_and_detect_cli(tmp_path: Path) -> None:
-    proc = run_entry(["-m", "facetx.data.prepare", str(tmp_path / "raw"), str(tmp_path / "out"), "--no-progress"])
+    code = main([str(tmp_path / "raw"), str(tmp_path / "out"), "--no-progress"])
+    out, err = capsys.readouterr()
+    proc = subprocess.CompletedProcess(["python", "-m", "facetx.data.prepare"], code, out, err)
     assert_one_line(proc, f"{tmp_path}/raw: does not exist (expected SRC)")
-    (tmp_path / "weights").mkdir()
-    proc = run_entry(["-m", "facetx.detect", "--weights-dir", str(tmp_path / "weights"), str(tmp_path / "a.jpg")])
-    assert_one_line(proc, "BlazeFace weights not found", "fetch_blazeface.sh")
 
 
 # --- facetx.errors ---
