@@ -212,7 +212,8 @@ def check_finite_loss(loss: torch.Tensor, trainer: pl.Trainer | None) -> None:
     value = "nan" if isinstance(value, float) and math.isnan(value) else value
     where = "" if trainer is None else f" at step {trainer.global_step} (epoch {trainer.current_epoch})"
     last = "" if trainer is None else f"; {last_good_checkpoint(trainer)}"
+    then = " and resume from it" if "last good checkpoint is" in last else ""
     raise TrainingDiverged(
-        f"train/loss is {value}{where}: training stopped{last}; lower optim.lr or raise trainer.gradient_clip_val, "
-        "then resume from it"
+        f"train/loss is {value}{where}: training stopped{last}; lower optim.lr or clip gradients harder (a smaller "
+        f"trainer.gradient_clip_val){then}"
     )
