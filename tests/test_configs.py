@@ -41,7 +41,7 @@ GROUP_PACKAGES: dict[str, tuple[str, ...]] = {
     # export.yaml's groups (no _target_ nodes: the export stages read them)
     "export": ("facetx.export",),
     "quant": ("facetx.quant",),
-    "bench": ("facetx.bench",),
+    "bench": ("facetx.export",),  # the export's benchmark stage (facetx.export.benchmark)
 }
 #: top-level keys of train.yaml / distill.yaml / export.yaml that are not groups
 TOP_LEVEL_PACKAGES: dict[str, tuple[str, ...]] = {"module": ("facetx.training",)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Sequence
 
 import pytorch_lightning as pl
@@ -18,6 +19,17 @@ def _as_list(sets: Dataset | Sequence[Dataset] | None) -> list[Dataset]:
     if isinstance(sets, Dataset):
         return [sets]
     return list(sets)
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers ignore Ctrl-C and SIGTERM (a terminal or SLURM signals the whole process group): the main
+    process stops at the next step boundary and saves; a worker killed first would crash it mid-step instead."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # what Lightning's seed_everything(workers=True) would have installed: numpy/random seeded per worker
+    from lightning_fabric.utilities.seed import pl_worker_init_function
+
+    pl_worker_init_function(worker_id)
 
 
 class FaceDataModule(pl.LightningDataModule):
@@ -61,6 +73,7 @@ class FaceDataModule(pl.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.seed = int(seed)  # training order and augmentation draw from it (conf: ${seed})
         self._resume_at: tuple[int, int] | None = None
+        self._train_sampler: EpochSampler | None = None
         self.num_landmarks = num_landmarks
         self.root = root  # read by the data configs' ${data.root} interpolations
         if monitor_mode not in ("min", "max"):
@@ -105,12 +118,13 @@ class FaceDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
+            worker_init_fn=ignore_stop_signals,
         )
 
     def train_dataloader(self) -> DataLoader:
         """Batches in an order drawn from ``(seed, epoch)``, each sample augmented from ``(seed, epoch, index)``; a
         resumed run starts where :meth:`load_state_dict` says (:mod:`facetx.data.sampler`)."""
-        sampler = EpochSampler(len(self.train_set), self.batch_size, seed=self.seed, shuffle=True, drop_last=True)
+        sampler = EpochSampler(len(self.train_set), self.batch_size, seed=self.seed, epoch_source=self._current_epoch)
         if len(sampler) == 0:
             raise ConfigError(
                 f"data.batch_size={self.batch_size}: the training set has only {len(self.train_set)} images "
@@ -120,6 +134,7 @@ class FaceDataModule(pl.LightningDataModule):
         if self._resume_at is not None:
             sampler.resume(*self._resume_at)
             self._resume_at = None
+        self._train_sampler = sampler
         return DataLoader(
             KeyedDataset(self.train_set),
             batch_size=self.batch_size,
@@ -128,17 +143,22 @@ class FaceDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
+            worker_init_fn=ignore_stop_signals,
         )
+
+    def _current_epoch(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return int(trainer.current_epoch) if trainer is not None else 0
 
     def state_dict(self) -> dict[str, int]:
         """The training position, as the trainer counts it: the epoch in flight and the batches finished in it (the
         next epoch and 0 once it is over). Lightning stores it in every checkpoint."""
         trainer = getattr(self, "trainer", None)
-        if trainer is None:
+        if trainer is None or self._train_sampler is None:
             return {}
-        loop = trainer.fit_loop
-        epoch = max(loop.epoch_progress.current.ready - 1, 0)
-        done = loop.epoch_loop.batch_progress.current.processed
+        # the epoch the sampler is dealing (the trainer's counters are one off right after a resume at an epoch's end)
+        epoch = self._train_sampler.epoch_in_flight
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         if done >= trainer.num_training_batches:
             epoch, done = epoch + 1, 0
         return {"epoch": int(epoch), "batches": int(done), "seed": self.seed}

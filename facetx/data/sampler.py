@@ -16,7 +16,7 @@ same way, whatever the number of DataLoader workers. So nothing here carries hid
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
@@ -76,7 +76,15 @@ class EpochSampler(DistributedSampler):
     :class:`SampleKey`. ``resume(epoch, batches)`` makes the next pass over that epoch skip its first ``batches``
     batches (per rank)."""
 
-    def __init__(self, size: int, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = True) -> None:
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        seed: int,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        epoch_source: Callable[[], int] | None = None,
+    ) -> None:
         world, rank = (
             (dist.get_world_size(), dist.get_rank()) if dist.is_available() and dist.is_initialized() else (1, 0)
         )
@@ -87,6 +95,10 @@ class EpochSampler(DistributedSampler):
         per_rank = (self.size // unit) * self.batch_size if drop_last else -(-self.size // world)
         self.num_samples, self.total_size = per_rank, per_rank * world
         self._resume: tuple[int, int] | None = None
+        # the trainer's epoch, read when an epoch's pass starts: Lightning's set_epoch passes a counter that is one
+        # ahead after a resume from an epoch's end, which would shuffle the resumed epoch differently
+        self.epoch_source = epoch_source
+        self.epoch_in_flight = 0
 
     def resume(self, epoch: int, batches: int) -> None:
         self.set_epoch(epoch)
@@ -104,11 +116,12 @@ class EpochSampler(DistributedSampler):
         return order[: self.total_size]
 
     def __iter__(self) -> Iterator[SampleKey]:
-        epoch, skip = self.epoch, 0
-        if self._resume is not None:
-            if self._resume[0] == epoch:
-                skip = self._resume[1] * self.batch_size
+        epoch = self.epoch_source() if self.epoch_source is not None else self.epoch
+        skip = 0
+        if self._resume is not None:  # the first pass after a resume: the checkpoint's position decides
+            epoch, skip = self._resume[0], self._resume[1] * self.batch_size
             self._resume = None  # one-shot: later passes start at the beginning of their epoch
+        self.epoch_in_flight = epoch
         mine = self.order(epoch)[self.rank :: self.num_replicas]
         return iter([SampleKey(self.seed, epoch, i) for i in mine[skip:]])
 

@@ -11,6 +11,7 @@ from typing import Any
 import onnx as onnx_lib
 import torch
 
+from facetx.errors import ConfigError
 from facetx.export.contracts import Int8Stage, OnnxArtifacts, Source
 from facetx.export.data import ExportData
 from facetx.export.parity import output_agreement
@@ -28,7 +29,7 @@ def verification_key(metrics: dict[str, float], preferred: str | None) -> str | 
     """The metric that steers INT8: ``preferred`` if given, else the first ``<set>/acc`` that has ``<set>/acc_std``."""
     if preferred:
         if preferred not in metrics:
-            raise ValueError(f"quant.metric={preferred!r} is not among the held-out metrics {sorted(metrics)}")
+            raise ConfigError(f"quant.metric={preferred!r} is not among the held-out metrics {sorted(metrics)}")
         return preferred
     return next((k for k in metrics if k.endswith("/acc") and k + "_std" in metrics), None)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from facetx.errors import ConfigError
 from facetx.quant.static import QuantRecipe
 from facetx.runtime.system import REGIMES, isa_regime
 
@@ -36,7 +37,7 @@ def recipe_for(name: str) -> QuantRecipe:
     if name == "tensorrt":
         return QuantRecipe(name=name, activation_type="int8", weight_type="int8", reduce_range=False, groups=ALL_GROUPS,
                            symmetric_activations=True)  # fmt: skip
-    raise ValueError(f"quant.recipe must be 'auto' or one of {RECIPES}, got {name!r}")
+    raise ConfigError(f"quant.recipe must be 'auto' or one of {RECIPES}, got {name!r}")
 
 
 def choose_recipe(
@@ -62,6 +63,6 @@ def choose_recipe(
     if groups is not None:
         bad = set(groups) - set(ALL_GROUPS)
         if bad:
-            raise ValueError(f"quant.groups: unknown groups {sorted(bad)}; expected a subset of {ALL_GROUPS}")
+            raise ConfigError(f"quant.groups: unknown groups {sorted(bad)}; expected a subset of {ALL_GROUPS}")
         changes["groups"] = tuple(groups)
     return base.with_(**changes)

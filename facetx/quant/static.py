@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from facetx.errors import ConfigError
 from facetx.quant.calibration import BatchReader
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,9 @@ class QuantRecipe:
     def __post_init__(self) -> None:
         for key in ("activation_type", "weight_type"):
             if getattr(self, key) not in QUANT_TYPES:
-                raise ValueError(f"quant.{key} must be one of {QUANT_TYPES}, got {getattr(self, key)!r}")
+                raise ConfigError(f"quant.{key} must be one of {QUANT_TYPES}, got {getattr(self, key)!r}")
         if self.calibrate_method not in ("minmax", "entropy", "percentile"):
-            raise ValueError(
+            raise ConfigError(
                 f"quant.calibrate_method must be minmax, entropy or percentile, got {self.calibrate_method!r}"
             )
 

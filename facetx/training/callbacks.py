@@ -30,7 +30,7 @@ import torch
 from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.trainer.states import TrainerFn
 
-from facetx.errors import UserError
+from facetx.errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ class StepSeed(pl.Callback):
         self.seed = int(seed)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int) -> None:
-        s = step_seed(self.seed, trainer.global_step, trainer.global_rank)
+        micro = idx % max(int(trainer.accumulate_grad_batches), 1)  # micro-batches of one accumulated step differ
+        s = step_seed(self.seed, trainer.global_step * 1024 + micro, trainer.global_rank)
         torch.manual_seed(s)
         np.random.seed(s % 2**32)
         random.seed(s)
@@ -104,8 +105,9 @@ def resume_command(last: Path) -> str:
 
 class LastCheckpoint(Checkpoint):
     """Writes ``dirpath/last.ckpt``: every ``every_n_train_steps`` steps (0: never in between), after each validation
-    during fit, when training ends, and after SIGINT/SIGTERM at the next step boundary (or validation end), after
-    which it raises :class:`TrainingInterrupted` with the resume command. A second signal stops at once.
+    during fit, at each epoch's end, when training ends, and after SIGINT/SIGTERM at the next step boundary (or
+    validation / epoch end), after which it raises :class:`TrainingInterrupted` with the resume command. A second
+    Ctrl-C stops at once.
 
     Lightning runs checkpoint callbacks after the others and in their listed order: list this one after the
     ``ModelCheckpoint`` so ``last.ckpt`` carries the best-score state of the validation it follows.
@@ -113,7 +115,7 @@ class LastCheckpoint(Checkpoint):
 
     def __init__(self, dirpath: str, every_n_train_steps: int = 50, filename: str = "last.ckpt") -> None:
         if every_n_train_steps < 0:
-            raise ValueError(f"callbacks.last_checkpoint.every_n_train_steps must be >= 0, got {every_n_train_steps}")
+            raise ConfigError(f"callbacks.last_checkpoint.every_n_train_steps must be >= 0, got {every_n_train_steps}")
         self.path = Path(dirpath) / filename
         self.every_n_train_steps = int(every_n_train_steps)
         self.last_saved_step: int | None = None
@@ -135,17 +137,30 @@ class LastCheckpoint(Checkpoint):
         return trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        # A state saved here at the epoch's last batch, or at a step that validates next, does not resume exactly in
+        # Lightning 2.6 (the resumed run skips that validation and miscounts the next epoch): those saves wait for
+        # the epoch's end or the validation's end, which write last.ckpt anyway.
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or _validates_now(trainer):
+            return
         n = self.every_n_train_steps
-        if self._signal is not None or (
-            n and trainer.global_step % n == 0 and self.last_saved_step != trainer.global_step
-        ):
+        due = bool(n) and trainer.global_step % n == 0 and self.last_saved_step != trainer.global_step
+        stop = self._stop_requested(trainer)
+        if stop or due:
             self.save(trainer, pl_module)
-        self._stop_if_signalled(trainer)
+        if stop:
+            self._stop(trainer)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._fitting(trainer):
-            self.save(trainer, pl_module)
-            self._stop_if_signalled(trainer)
+        if not self._fitting(trainer) or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return  # at the epoch's last batch on_train_epoch_end saves, after ModelCheckpoint's update there
+        self.save(trainer, pl_module)
+        if self._stop_requested(trainer):
+            self._stop(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.save(trainer, pl_module)
+        if self._stop_requested(trainer):
+            self._stop(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.last_saved_step != trainer.global_step:
@@ -165,31 +180,35 @@ class LastCheckpoint(Checkpoint):
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signal = signum
-        log.warning("%s received: saving %s at the next step boundary (again to stop now)", signal.Signals(signum).name,
-                    self.path)  # fmt: skip
-        self._restore_handlers()  # a second signal gets the default behaviour
+        name = signal.Signals(signum).name
+        log.warning("%s received: saving %s at the next step boundary (Ctrl-C again stops at once)", name, self.path)
+        self._restore_handlers()  # a second signal gets the previous handler (for SIGINT: KeyboardInterrupt)
 
     def _restore_handlers(self) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
 
-    def _stop_if_signalled(self, trainer: pl.Trainer) -> None:
-        if self._signal is None:
-            return
-        name = signal.Signals(self._signal).name
+    def _stop_requested(self, trainer: pl.Trainer) -> bool:
+        # one decision for all ranks (a signal may reach one rank only), so they save and stop at the same step
+        return bool(trainer.strategy.reduce_boolean_decision(self._signal is not None, all=False))
+
+    def _stop(self, trainer: pl.Trainer) -> None:
+        signum = self._signal if self._signal is not None else signal.SIGTERM
         raise TrainingInterrupted(
-            f"{name}: stopped at step {trainer.global_step} and saved {self.path}; resume with: "
-            f"{resume_command(self.path)}",
-            self._signal,
+            f"{signal.Signals(signum).name}: stopped at step {trainer.global_step} and saved {self.path}; resume "
+            f"with: {resume_command(self.path)}",
+            signum,
         )
 
-    # -- state ---------------------------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {"every_n_train_steps": self.every_n_train_steps}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        pass  # nothing to carry over: the schedule is the config's
+def _validates_now(trainer: pl.Trainer) -> bool:
+    """Whether Lightning validates right after this training step (asked with its own test, so both agree)."""
+    loop = trainer.fit_loop
+    try:
+        return bool(loop.epoch_loop._should_check_val_fx(loop._data_fetcher))
+    except AttributeError:  # another Lightning version: save now (exact but for that validation's log on resume)
+        return False
 
 
 def last_good_checkpoint(trainer: pl.Trainer) -> str:
@@ -206,7 +225,10 @@ def last_good_checkpoint(trainer: pl.Trainer) -> str:
 def check_finite_loss(loss: torch.Tensor, trainer: pl.Trainer | None) -> None:
     """Raise :class:`TrainingDiverged` when ``loss`` is NaN/Inf: called in ``training_step``, before the backward
     pass, so the weights and ``last.ckpt`` keep the last good state. ``trainer``: None outside a Trainer."""
-    if bool(torch.isfinite(loss).all()):
+    finite = bool(torch.isfinite(loss).all())
+    if trainer is not None:  # every rank stops at the same step, or the others would wait in the next all-reduce
+        finite = not trainer.strategy.reduce_boolean_decision(not finite, all=False)
+    if finite:
         return
     value = loss.detach().float().cpu().item() if loss.numel() == 1 else "non-finite"
     value = "nan" if isinstance(value, float) and math.isnan(value) else value

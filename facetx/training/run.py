@@ -100,8 +100,6 @@ def fit_and_report(cfg: DictConfig, datamodule: pl.LightningDataModule, module: 
     except TrainingInterrupted as e:
         log.warning("%s", e)
         raise SystemExit(e.exit_code) from None
-    if trainer.interrupted:
-        raise KeyboardInterrupt("training interrupted; resume with ckpt_path=<run dir>/checkpoints/last.ckpt")
     # FinalValidation validates the last step inside fit; without validation in fit (limit_val_batches=0, an epoch
     # that check_val_every_n_epoch skips) the report must still describe the weights we hand on.
     if getattr(module, "last_validated_step", None) != trainer.global_step:

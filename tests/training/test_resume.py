@@ -67,12 +67,14 @@ def _start_and_stop(script: str, run_dir: Path, extra: list[str], sig: int, at_s
     returns the exit status and the output (in a file: a full pipe would block the run)."""
     log = run_dir.with_suffix(".log")
     with open(log, "w") as out:
-        proc = subprocess.Popen(_cmd(script, run_dir, extra), cwd=ROOT, env=_env(), stdout=out, stderr=out, text=True)
+        # its own process group, signalled as a whole (as a terminal's Ctrl-C or SLURM does), DataLoader workers too
+        proc = subprocess.Popen(_cmd(script, run_dir, extra), cwd=ROOT, env=_env(), stdout=out, stderr=out, text=True,
+                                start_new_session=True)  # fmt: skip
         last = run_dir / "checkpoints" / "last.ckpt"
         deadline = time.monotonic() + 300
         while proc.poll() is None and time.monotonic() < deadline:
             if last.is_file() and _step(last) >= at_step:
-                proc.send_signal(sig)
+                os.killpg(proc.pid, sig)
                 break
             time.sleep(0.02)
         proc.wait(timeout=300)
@@ -116,7 +118,7 @@ def test_train_killed_mid_epoch_resumes_bit_for_bit(tmp_path: Path, extra: list[
 
 def test_sigterm_saves_the_current_step_and_prints_the_resume_command(tmp_path: Path) -> None:
     ref, cut = tmp_path / "ref", tmp_path / "cut"
-    extra = ["augment=default", "data.num_workers=0", "callbacks.last_checkpoint.every_n_train_steps=5"]
+    extra = ["augment=default", "data.num_workers=1", "callbacks.last_checkpoint.every_n_train_steps=5"]
     _run("train.py", ref, extra)
     code, out = _start_and_stop("train.py", cut, extra, signal.SIGTERM, at_step=3)  # first save: validation, step 3
     assert code == 128 + signal.SIGTERM, (code, out[-2000:])
@@ -182,3 +184,34 @@ def test_distill_without_cache_resumes_bit_for_bit(tmp_path: Path, teacher: Path
     assert _step(cut / "checkpoints" / "last.ckpt") == 4
     _run("distill.py", cut, [*extra, f"ckpt_path={cut / 'checkpoints' / 'last.ckpt'}"])
     _assert_same(ref, cut)
+
+
+class _CrashAtStart(pl.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args) -> None:
+        if trainer.global_step >= self.step:
+            raise RuntimeError("simulated crash")
+
+
+def test_resume_at_an_epoch_boundary_and_twice(tmp_path: Path, monkeypatch) -> None:
+    """Killed right after an epoch's end (last.ckpt written there), resumed, killed again mid-epoch, resumed: the
+    result is the uninterrupted run's (validations included, so the best checkpoint is the same too)."""
+    import facetx.training.run as run
+
+    extra = ["augment=default", "data.num_workers=0"]
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    _run("train.py", ref, extra)
+    real = run.build_callbacks
+    last = cut / "checkpoints" / "last.ckpt"
+    for crash, saved in ((_CrashAtStart(6), 6), (_CrashAt(9), 8)):
+        monkeypatch.setattr(run, "build_callbacks", lambda c, r, crash=crash: [*real(c, r), crash])
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            _run("train.py", cut, [*extra, *([f"ckpt_path={last}"] if last.exists() else [])])
+        monkeypatch.undo()
+        assert _step(last) == saved
+    _run("train.py", cut, [*extra, f"ckpt_path={last}"])
+    _assert_same(ref, cut)
+    best = sorted(p.name for p in (ref / "checkpoints").glob("best-*.ckpt"))
+    assert best == sorted(p.name for p in (cut / "checkpoints").glob("best-*.ckpt"))
