@@ -30,7 +30,7 @@ from facetx.export.settings import BenchSettings, EvalSettings, ExportSettings, 
 from facetx.runtime.sessions import OrtPredictor, make_session
 from facetx.runtime.system import system_summary
 from facetx.runtime.tables import metric_columns, write_csv, write_markdown
-from facetx.training.checkpoint import CONFIG_KEY, build_face_net, checkpoint_role, load_checkpoint
+from facetx.training.checkpoint import checkpoint_role, load_face_net
 from facetx.training.evaluation import evaluate
 
 log = logging.getLogger(__name__)
@@ -53,13 +53,11 @@ TABLE_NOTES = (
 
 
 def load_network(ckpt_path: str | Path, key: str | None = None) -> tuple[torch.nn.Module, dict[str, Any], str]:
-    """``(network in eval mode, run config, role)``: a distillation checkpoint (config key ``student``) exports its
-    student, any other its ``net``. No Lightning: the stored config rebuilds the network. ``key``: the config key the
-    path came from, named in the one-line :class:`~facetx.errors.CheckpointError` of a file that cannot be used."""
-    ckpt = load_checkpoint(ckpt_path, key=key)
-    config = ckpt[CONFIG_KEY]["config"]
-    role = checkpoint_role(config)
-    return build_face_net(ckpt, ckpt_path, prefix=f"{role}.", key=key), config, role
+    """``(network in eval mode, run config, role)``: a distillation checkpoint exports its student, any other its
+    ``net`` (:func:`~facetx.training.checkpoint.load_face_net` picks it). ``key``: the config key the path came from,
+    named in the one-line :class:`~facetx.errors.CheckpointError` of a file that cannot be used."""
+    net, config = load_face_net(ckpt_path, prefix=None, key=key)
+    return net, config, checkpoint_role(config)
 
 
 def load_source(ckpt_path: str | Path, key: str | None = "ckpt_path") -> Source:
