@@ -1,7 +1,7 @@
 """The layer contract of pyproject.toml (``[tool.importlinter]``): a facetx package imports only the packages below it.
 
-``make test`` runs ``lint-imports`` before pytest too; this test makes a broken contract fail the suite wherever the
-suite runs, with import-linter's report (which import, on which line) as the failure message.
+``make lint`` runs ``lint-imports`` too; this test makes a broken contract fail the suite (and CI) wherever it runs,
+with import-linter's report (which import, on which line) as the failure message.
 """
 
 from __future__ import annotations
