@@ -110,16 +110,16 @@ class FaceDataModule(pl.LightningDataModule):
     def layout(self) -> LandmarkLayout:
         return self.train_set.layout
 
+    def _worker_options(self) -> dict[str, object]:
+        return {
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.persistent_workers,
+            "worker_init_fn": ignore_stop_signals,
+        }
+
     def _loader(self, ds: Dataset) -> DataLoader:
-        return DataLoader(
-            ds,
-            batch_size=self.eval_batch_size,
-            shuffle=False,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            worker_init_fn=ignore_stop_signals,
-        )
+        return DataLoader(ds, batch_size=self.eval_batch_size, shuffle=False, **self._worker_options())
 
     def train_dataloader(self) -> DataLoader:
         """Batches in an order drawn from ``(seed, epoch)``, each sample augmented from ``(seed, epoch, index)``; a
@@ -140,10 +140,7 @@ class FaceDataModule(pl.LightningDataModule):
             batch_size=self.batch_size,
             sampler=sampler,
             drop_last=True,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            worker_init_fn=ignore_stop_signals,
+            **self._worker_options(),
         )
 
     def _current_epoch(self) -> int:

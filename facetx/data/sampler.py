@@ -71,29 +71,21 @@ class KeyedDataset(Dataset):
 
 
 class EpochSampler(DistributedSampler):
-    """Epoch ``e``: a permutation of ``range(size)`` drawn from ``(seed, e)`` (or the identity, ``shuffle=False``),
-    cut to a multiple of ``batch_size * world_size`` when ``drop_last``, dealt round-robin to the ranks; yields
-    :class:`SampleKey`. ``resume(epoch, batches)`` makes the next pass over that epoch skip its first ``batches``
-    batches (per rank)."""
+    """Epoch ``e``: a permutation of ``range(size)`` drawn from ``(seed, e)``, cut to a multiple of
+    ``batch_size * world_size`` (the last incomplete batch is dropped), dealt round-robin to the ranks; yields
+    :class:`SampleKey`. ``epoch_source`` gives the epoch when a pass starts (default: the ``set_epoch`` value);
+    ``resume(epoch, batches)`` makes the next pass deal that epoch without its first ``batches`` batches (per rank).
+    """
 
-    def __init__(
-        self,
-        size: int,
-        batch_size: int,
-        seed: int,
-        shuffle: bool = True,
-        drop_last: bool = True,
-        epoch_source: Callable[[], int] | None = None,
-    ) -> None:
+    def __init__(self, size: int, batch_size: int, seed: int, epoch_source: Callable[[], int] | None = None) -> None:
         world, rank = (
             (dist.get_world_size(), dist.get_rank()) if dist.is_available() and dist.is_initialized() else (1, 0)
         )
         # DistributedSampler's own fields (num_replicas, rank, epoch, seed, shuffle) keep their meaning
-        super().__init__(range(size), num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        super().__init__(range(size), num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
         self.size, self.batch_size = int(size), int(batch_size)
-        unit = self.batch_size * world
-        per_rank = (self.size // unit) * self.batch_size if drop_last else -(-self.size // world)
-        self.num_samples, self.total_size = per_rank, per_rank * world
+        self.num_samples = (self.size // (self.batch_size * world)) * self.batch_size
+        self.total_size = self.num_samples * world
         self._resume: tuple[int, int] | None = None
         # the trainer's epoch, read when an epoch's pass starts: Lightning's set_epoch passes a counter that is one
         # ahead after a resume from an epoch's end, which would shuffle the resumed epoch differently
@@ -101,19 +93,12 @@ class EpochSampler(DistributedSampler):
         self.epoch_in_flight = 0
 
     def resume(self, epoch: int, batches: int) -> None:
-        self.set_epoch(epoch)
         self._resume = (int(epoch), int(batches))
 
     def order(self, epoch: int) -> list[int]:
         """Every rank's sample indices of ``epoch``, in the order they are dealt (rank ``r`` takes ``[r::world]``)."""
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            order = torch.randperm(self.size, generator=g).tolist()
-        else:
-            order = list(range(self.size))
-        if len(order) < self.total_size:  # not drop_last: pad by wrapping so every rank gets as many
-            order += order[: self.total_size - len(order)]
-        return order[: self.total_size]
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.size, generator=g).tolist()[: self.total_size]
 
     def __iter__(self) -> Iterator[SampleKey]:
         epoch = self.epoch_source() if self.epoch_source is not None else self.epoch

@@ -161,12 +161,23 @@ def test_distill_killed_mid_epoch_resumes_bit_for_bit(tmp_path: Path, teacher: P
 
 
 class _CrashAt(pl.Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
+    """A crash once ``step`` optimizer steps are done: at the end of that step, or (``at_start``) at the start of
+    the next one, i.e. after everything the step's end and an epoch's end saved."""
 
-    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+    def __init__(self, step: int, at_start: bool = False) -> None:
+        self.step, self.at_start = step, at_start
+
+    def _check(self, trainer: pl.Trainer) -> None:
         if trainer.global_step >= self.step:
             raise RuntimeError("simulated crash")
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        if not self.at_start:
+            self._check(trainer)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args) -> None:
+        if self.at_start:
+            self._check(trainer)
 
 
 def test_distill_without_cache_resumes_bit_for_bit(tmp_path: Path, teacher: Path, monkeypatch) -> None:
@@ -186,15 +197,6 @@ def test_distill_without_cache_resumes_bit_for_bit(tmp_path: Path, teacher: Path
     _assert_same(ref, cut)
 
 
-class _CrashAtStart(pl.Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_start(self, trainer: pl.Trainer, *args) -> None:
-        if trainer.global_step >= self.step:
-            raise RuntimeError("simulated crash")
-
-
 def test_resume_at_an_epoch_boundary_and_twice(tmp_path: Path, monkeypatch) -> None:
     """Killed right after an epoch's end (last.ckpt written there), resumed, killed again mid-epoch, resumed: the
     result is the uninterrupted run's (validations included, so the best checkpoint is the same too)."""
@@ -205,7 +207,7 @@ def test_resume_at_an_epoch_boundary_and_twice(tmp_path: Path, monkeypatch) -> N
     _run("train.py", ref, extra)
     real = run.build_callbacks
     last = cut / "checkpoints" / "last.ckpt"
-    for crash, saved in ((_CrashAtStart(6), 6), (_CrashAt(9), 8)):
+    for crash, saved in ((_CrashAt(6, at_start=True), 6), (_CrashAt(9), 8)):
         monkeypatch.setattr(run, "build_callbacks", lambda c, r, crash=crash: [*real(c, r), crash])
         with pytest.raises(RuntimeError, match="simulated crash"):
             _run("train.py", cut, [*extra, *([f"ckpt_path={last}"] if last.exists() else [])])
