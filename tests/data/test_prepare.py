@@ -143,3 +143,40 @@ def test_cli(src: Path, tmp_path: Path, detector, capsys) -> None:
     rc = main([str(tmp_path / "missing"), str(tmp_path / "o3"), "--model", "short", "--no-progress"])
     out, err = capsys.readouterr()
     assert rc == 2 and "missing" in err and err.startswith("error:")
+
+
+def test_aligned_crops_come_through_by_default(tmp_path: Path, detector) -> None:
+    """Already aligned 112x112 crops are common input: the default (short + full range) finds them, with short
+    range's higher score (astronaut crop 0.94 short / 0.82 full; insightface's 0.785 / 0.609); so do group photos
+    (the next test)."""
+    from facetx.data.prepare import make_detector
+    from facetx.detect.detector import CombinedDetector, align_detection
+    from tests.detect import photos
+
+    (face,) = detector.detect(skdata.astronaut())
+    root = tmp_path / "aligned"
+    _write(root / "astronaut.png", align_detection(skdata.astronaut(), face)[0])
+    hanks = photos.load("insightface_aligned")  # insightface's sample crop, when fetched into the cache
+    if hanks is not None:
+        _write(root / "hanks.png", hanks)
+    names = sorted(p.name for p in root.iterdir())
+    default = make_detector()
+    assert isinstance(default, CombinedDetector)
+    summary = prepare(root, tmp_path / "both", progress=False)  # the default detector
+    assert summary.written == len(names) and summary.no_face == [] and summary.several_faces == []
+    for p in (tmp_path / "both").glob("*.jpg"):
+        assert _eyes_on_template(_rgb(p), detector)
+    rc = main([str(root), str(tmp_path / "cli"), "--no-progress"])
+    assert rc == 0 and len(list((tmp_path / "cli").glob("*.jpg"))) == len(names)
+
+
+def test_group_photo_keeps_every_face_by_default(tmp_path: Path) -> None:
+    """Three small LFW faces on a 640x360 canvas: short range alone finds one, the default finds all three."""
+    from facetx.data.prepare import make_detector
+    from tests.detect import photos
+
+    root = tmp_path / "group"
+    _write(root / "trio.png", photos.lfw_canvas((0, 1, 2)))
+    assert len(make_detector("short").detect(photos.lfw_canvas((0, 1, 2)))) == 1
+    summary = prepare(root, tmp_path / "o", multi="all", progress=False)
+    assert summary.written == 3 and summary.several_faces == ["trio.png"]
