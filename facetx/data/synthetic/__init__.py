@@ -8,8 +8,36 @@ shift, noise, spoof artifacts) is drawn per image and dominates pixel space; ide
 
 Every random draw comes from ``np.random.default_rng(SeedSequence((seed, split, tag, ...)))``: same seed/split/index,
 same pixels and labels in any process or worker.
+
+:mod:`facetx.data.synthetic.video` builds test videos with per-frame ground truth from held-out identities
+(:func:`scripted_clip`), enrolment photos of them (:func:`gallery_photos`) and a clip from a real photo
+(:func:`photo_clip`).
 """
 
 from facetx.data.synthetic.dataset import SPLITS, SyntheticFaces, raw_pixel_verification
+from facetx.data.synthetic.video import (
+    Clip,
+    FaceTruth,
+    FrameTruth,
+    PhotoClip,
+    gallery_photos,
+    match_detections,
+    photo_clip,
+    scripted_clip,
+    write_video,
+)
 
-__all__ = ["SPLITS", "SyntheticFaces", "raw_pixel_verification"]
+__all__ = [
+    "SPLITS",
+    "Clip",
+    "FaceTruth",
+    "FrameTruth",
+    "PhotoClip",
+    "SyntheticFaces",
+    "gallery_photos",
+    "match_detections",
+    "photo_clip",
+    "raw_pixel_verification",
+    "scripted_clip",
+    "write_video",
+]
