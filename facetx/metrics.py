@@ -1,4 +1,5 @@
-"""Held-out metrics: verification (10-fold accuracy, TAR@FAR), landmark NME, expression accuracy, spoof ACER.
+"""Held-out metrics: verification (10-fold accuracy, TAR@FAR and its threshold), landmark NME, expression accuracy,
+spoof ACER.
 
 All functions take plain tensors (CPU is fine) and return Python floats, so the Lightning module, the export report and
 the benchmark table compute the same numbers the same way.
@@ -52,13 +53,27 @@ def verification_accuracy(scores: torch.Tensor, same: torch.Tensor, folds: int =
     return float(a.mean()), float(a.std(unbiased=False))
 
 
+def threshold_at_far(impostor: torch.Tensor, far: float) -> float:
+    """The smallest impostor score ``t`` with at most ``floor(far * n)`` of the ``n`` ``impostor`` scores ``> t``.
+
+    Accepting ``score > t`` then has a measured FAR <= ``far`` on these impostors (ties at ``t`` are rejected, so it
+    can be lower). ``far = 0`` gives the highest impostor score. NaN without impostors.
+    """
+    if not 0.0 <= far < 1.0:
+        raise ValueError(f"far must be in [0, 1), got {far}")
+    n = impostor.numel()
+    if n == 0:
+        return float("nan")
+    # the epsilon keeps e.g. 0.29 * 100 = 28.999999999999996 from allowing one impostor fewer than asked
+    k = min(int(far * n + 1e-9), n - 1)  # impostors allowed above the threshold
+    return float(torch.topk(impostor.flatten().float(), k + 1).values[-1])
+
+
 def tar_at_far(genuine: torch.Tensor, impostor: torch.Tensor, far: float) -> float:
-    """True accept rate at the threshold where at most ``far`` of ``impostor`` scores are accepted (``score > t``)."""
+    """True accept rate (``score > t``) at ``t = threshold_at_far(impostor, far)``; NaN without genuine/impostors."""
     if impostor.numel() == 0 or genuine.numel() == 0:
         return float("nan")
-    k = int(far * impostor.numel())  # number of impostors allowed above the threshold
-    top = torch.topk(impostor.float(), k + 1).values
-    threshold = top[-1]
+    threshold = threshold_at_far(impostor, far)
     return float((genuine.float() > threshold).float().mean())
 
 

@@ -58,3 +58,11 @@ class Int8Stage(StageOutput):
 
     result: Int8Result | None = None
     work: Path | None = None
+
+
+@dataclass
+class Calibration(StageOutput):
+    """``calibration_stage``: no new files or metrics; ``metadata`` the keys it wrote into each ONNX file
+    (file name -> key -> value), also ``report["files"]``."""
+
+    metadata: dict[str, dict[str, str]] = field(default_factory=dict)

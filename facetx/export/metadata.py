@@ -1,10 +1,15 @@
-"""ONNX ``metadata_props`` that let a consumer use the graph without facetx: preprocessing, outputs, label names."""
+"""ONNX ``metadata_props`` that let a consumer use the graph without facetx: preprocessing, outputs, label names,
+the model fingerprint galleries are keyed on, and (written after evaluation, see :mod:`facetx.export.calibration`)
+the calibrated match threshold and the landmark template; :data:`CALIBRATION_DOCS` says what each of those holds."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
+
+import torch
 
 import facetx
 from facetx.data.contract import EXPRESSIONS, SPOOF_CLASSES
@@ -17,6 +22,34 @@ OUTPUT_DOCS = {
     "expression_logits": "float32 [N, C] expression logits (softmax for probabilities), classes in expression.classes",
     "spoof_logits": "float32 [N, 2] anti-spoofing logits, classes in spoof.classes",
 }
+
+
+#: the keys that identify and calibrate a model file -> what they hold (listed in report.json under "calibration")
+CALIBRATION_DOCS = {
+    "facetx.fingerprint": "sha256 (first 16 hex digits) of the trained network's state_dict tensors in sorted key "
+    "order: the weights, not the file, so the FP32, fixed-batch and INT8 exports of one checkpoint share it; a gallery "
+    "built with another fingerprint holds embeddings of another model and must be rebuilt",
+    "recognition.threshold": "cosine similarity threshold of this file's own embeddings (match when similarity > t) "
+    "at which at most recognition.far of the held-out impostor pairs are accepted",
+    "recognition.far": "the false-accept rate recognition.threshold was calibrated at",
+    "recognition.threshold_split": "the held-out split the threshold was measured on (test, or val without test sets)",
+    "recognition.threshold_pairs": 'JSON {"genuine": n, "impostor": n}: the pair counts behind the threshold',
+    "landmarks.template": "JSON [[x, y], ...] mean ground-truth landmarks of the held-out images in normalized crop "
+    "coordinates (landmarks.units): where a tracker puts the predicted landmarks to frame the next crop",
+}
+
+
+def model_fingerprint(net: torch.nn.Module) -> str:
+    """``facetx.fingerprint``: sha256 of every ``state_dict`` entry (name, dtype, shape, bytes) in sorted key order,
+    first 16 hex digits. Computed from the weights, so every export of one checkpoint carries the same one."""
+    h = hashlib.sha256()
+    state = net.state_dict()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        # viewed as bytes: works for every dtype (numpy has no bfloat16)
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def layout_name(num_landmarks: int) -> str:
@@ -37,13 +70,19 @@ def build_metadata(
     source_checkpoint: str | Path,
     model_name: str,
     precision: str = "fp32",
+    fingerprint: str | None = None,
 ) -> dict[str, str]:
-    """String key/value pairs for ``onnx.ModelProto.metadata_props`` (lists as JSON)."""
+    """String key/value pairs for ``onnx.ModelProto.metadata_props`` (lists as JSON). ``fingerprint``: the
+    :func:`model_fingerprint` of the exported network."""
     meta = {
         "facetx.version": facetx.__version__,
         "facetx.source_checkpoint": str(source_checkpoint),
         "facetx.model": model_name,
         "facetx.precision": precision,
+    }
+    if fingerprint is not None:
+        meta["facetx.fingerprint"] = fingerprint
+    meta |= {
         "input.name": "image",
         "input.format": f"float32 [N, 3, {input_size}, {input_size}] NCHW, RGB, values in [0, 1] (pixel / 255)",
         "input.size": json.dumps([input_size, input_size]),

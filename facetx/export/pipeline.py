@@ -1,7 +1,7 @@
 """``export.py`` as named stages with typed hand-offs.
 
     load_source ─► onnx_stage (+ parity) ─► evaluate_stage ─► int8_stage ─► tensorrt_stage
-                ─► benchmark_stage ─► write_outputs
+                ─► calibration_stage (thresholds into the metadata) ─► benchmark_stage ─► write_outputs
 
 Each stage is a function of its inputs (keyword arguments, settings dataclasses from :mod:`facetx.export.settings`)
 and returns a dataclass; :func:`export` only composes them, so ``make bench`` and the video pipeline can call the same
@@ -21,9 +21,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from facetx.export.benchmark import BenchCase, benchmark
+from facetx.export.calibration import calibration_stage
 from facetx.export.contracts import OnnxArtifacts, Source, StageOutput
 from facetx.export.data import ExportData, build_export_data
-from facetx.export.metadata import build_metadata
+from facetx.export.metadata import build_metadata, model_fingerprint
 from facetx.export.onnx_export import ExportWrapper, export_onnx, head_names
 from facetx.export.parity import check_parity
 from facetx.export.settings import BenchSettings, EvalSettings, ExportSettings, QuantSettings, settings_from
@@ -119,6 +120,7 @@ def onnx_stage(
         source.shapes["expression_logits"][1] if "expression_logits" in source.shapes else None,
         source.ckpt,
         source.model_name,
+        fingerprint=model_fingerprint(source.net),
     )
     paths = {"fp32": out / "model.onnx"}
     fixed = settings.fixed_batch
@@ -329,6 +331,11 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         _absorb(trt, "tensorrt", paths=paths, metrics=metrics, report=report, notes=notes)
     if int8 is not None and not quant.keep_work:
         shutil.rmtree(int8.work, ignore_errors=True)
+    # thresholds are known only now that every runtime's held-out metrics are in
+    calibration = calibration_stage(
+        paths=paths, metrics=metrics, data=data, fingerprint=onnx.meta["facetx.fingerprint"]
+    )
+    _absorb(calibration, "calibration", paths=paths, metrics=metrics, report=report, notes=notes)
 
     rows = benchmark_stage(source, paths, real, settings=bench, export=settings, threads=threads)
     common = {

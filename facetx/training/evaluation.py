@@ -2,7 +2,9 @@
 
 A held-out set may carry verification pairs (``pairs``, ``verification_name``), landmark/expression/spoof labels, or
 both. :class:`HeldOutEvaluator` collects the network outputs of one set and turns them into flat metric keys without
-the stage prefix (``recognition/acc``, ``landmarks/nme``, ...).
+the stage prefix (``recognition/acc``, ``landmarks/nme``, ...). Verification also reports, per FAR, the cosine
+threshold (``recognition/threshold@far=1e-3``) and the pair counts it was measured on (``recognition/genuine_pairs``,
+``recognition/impostor_pairs``).
 """
 
 from __future__ import annotations
@@ -21,8 +23,14 @@ _BATCH_KEYS = ("index", "identity", "landmarks", "expression", "spoof", "has_ide
                "has_expression", "has_spoof")  # fmt: skip
 
 
-def _far_key(far: float) -> str:
-    return f"tar@far={far:.0e}".replace("e-0", "e-")
+def _far_key(far: float, what: str = "tar") -> str:
+    """``tar@far=1e-3`` (or ``threshold@far=1e-3`` for ``what="threshold"``)."""
+    return f"{what}@far={far:.0e}".replace("e-0", "e-")
+
+
+def threshold_key(far: float) -> str:
+    """The metric key suffix of the verification threshold at ``far``: ``threshold@far=1e-3``."""
+    return _far_key(far, "threshold")
 
 
 class HeldOutEvaluator:
@@ -127,6 +135,10 @@ class HeldOutEvaluator:
             genuine, impostor = scores[same], scores[~same]
         for far in self.fars:
             m[f"{name}/{_far_key(far)}"] = metrics.tar_at_far(genuine, impostor, far)
+            # the cosine threshold of that TAR: export writes it into the model as the default match threshold
+            m[f"{name}/{threshold_key(far)}"] = metrics.threshold_at_far(impostor, far)
+        m[f"{name}/genuine_pairs"] = float(genuine.numel())
+        m[f"{name}/impostor_pairs"] = float(impostor.numel())
         if self.raw_pixels and "pixels" in d:
             raw = metrics.cosine_scores(d["pixels"].float(), pairs[:, :2])
             m[f"{name}/raw_pixel_acc"] = metrics.verification_accuracy(raw, same)[0]

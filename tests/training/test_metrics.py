@@ -29,6 +29,32 @@ def test_tar_at_far() -> None:
     assert metrics.tar_at_far(genuine, impostor, 1e-2) == 0.25
 
 
+def test_threshold_at_far_known_answer_and_measured_far() -> None:
+    # 1000 impostors 0.000, 0.001, ..., 0.999 (shuffled): at FAR 1e-2 ten may be accepted, so t = 0.989
+    impostor = (torch.arange(1000) / 1000.0)[torch.randperm(1000, generator=torch.Generator().manual_seed(0))]
+    t = metrics.threshold_at_far(impostor, 1e-2)
+    assert abs(t - 0.989) < 1e-6
+    assert int((impostor > t).sum()) == 10
+    assert metrics.threshold_at_far(impostor, 0.0) == float(impostor.max())  # nothing accepted
+    hundred = torch.arange(100) / 100.0  # 0.29 * 100 is 28.999999999999996 in floats: still 29 allowed above
+    assert int((hundred > metrics.threshold_at_far(hundred, 0.29)).sum()) == 29
+    # ties at the threshold are rejected: the measured FAR stays <= far, it never goes above
+    tied = torch.cat([torch.zeros(990), torch.full((10,), 0.5)])
+    for far in (1e-3, 5e-3, 1e-2, 2e-2, 0.1):
+        t = metrics.threshold_at_far(tied, far)
+        assert float((tied > t).float().mean()) <= far
+    g = torch.Generator().manual_seed(1)
+    for n, far in ((997, 1e-3), (5000, 1e-3), (12345, 3e-3)):
+        scores = torch.randn(n, generator=g)
+        t = metrics.threshold_at_far(scores, far)
+        accepted = int((scores > t).sum())
+        assert accepted / n <= far and accepted == int(far * n)  # distinct scores: exactly floor(far * n) accepted
+    # tar_at_far uses the same threshold
+    genuine = torch.tensor([0.995, 0.99, 0.989, 0.5])
+    assert metrics.tar_at_far(genuine, impostor, 1e-2) == 0.5
+    assert metrics.threshold_at_far(torch.empty(0), 1e-3) != metrics.threshold_at_far(torch.empty(0), 1e-3)  # nan
+
+
 def test_all_pair_scores_counts() -> None:
     emb = torch.eye(4)
     labels = torch.tensor([0, 0, 1, 1])
