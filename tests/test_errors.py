@@ -9,10 +9,7 @@ that argv; prepare's ``main(argv)``), which checks the same exit code and stderr
 
 from __future__ import annotations
 
-import logging
 import os
-import runpy
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import InstantiationException
 from omegaconf import OmegaConf, open_dict
 from torch.utils.data import DataLoader, Dataset, TensorDataset
@@ -52,7 +48,7 @@ from facetx.training.config_checks import check_data_root, check_required, targe
 from facetx.training.distill import TeacherNotFoundError, find_teacher, load_teacher
 from facetx.training.run import build_callbacks, build_loggers, train
 from facetx.training.teacher_cache import TeacherCacheError
-from tests.conftest import FAST, compose_config
+from tests.conftest import FAST, assert_one_line, compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 # a few CPU steps of the tiny model on a data config other than synthetic (debug=fast resizes the synthetic set)
@@ -120,74 +116,6 @@ def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
         proc.communicate()
         raise
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
-def _logging_state() -> list[tuple]:
-    known = logging.Logger.manager.loggerDict.values()
-    loggers = [logging.getLogger(), *(lg for lg in known if isinstance(lg, logging.Logger))]
-    return [(lg, lg.handlers[:], lg.level, lg.propagate, lg.disabled) for lg in loggers]
-
-
-def _restore_logging(state: list[tuple]) -> None:
-    """Put back what Hydra's job logging replaced (root handlers writing into capsys' streams and the run dir)."""
-    for lg, handlers, level, propagate, disabled in state:
-        for handler in lg.handlers:
-            if handler not in handlers:
-                handler.close()
-        lg.handlers[:] = handlers
-        lg.setLevel(level)
-        lg.propagate, lg.disabled = propagate, disabled
-
-
-@pytest.fixture
-def run_script(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
-    """``run_script("train.py", *overrides)``: what ``start_entry(["train.py", *overrides])`` runs, in this process.
-
-    The real script runs as ``__main__`` with that ``sys.argv`` from the repo root (runpy), so ``@hydra.main`` and
-    ``exit_on_user_error`` do what they do for ``python train.py``; it must end in ``SystemExit``, whose code and the
-    captured stdout/stderr come back as a CompletedProcess for :func:`assert_one_line`. What a run changes in the
-    process is put back: Hydra's global state, logging, SIGINT/SIGTERM handlers, torch threads, os.environ, sys.path.
-    """
-    monkeypatch.delenv("FACETX_TRACEBACK", raising=False)
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    monkeypatch.chdir(ROOT)
-
-    def run(script: str, *args: str) -> subprocess.CompletedProcess:
-        argv = [script, *args]
-        monkeypatch.setattr(sys, "argv", argv)
-        capsys.readouterr()  # drop what came before
-        logs, env, path, threads = _logging_state(), dict(os.environ), sys.path[:], torch.get_num_threads()
-        signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        GlobalHydra.instance().clear()
-        try:
-            with pytest.raises(SystemExit) as info:
-                runpy.run_path(str(ROOT / script), run_name="__main__")
-        finally:
-            GlobalHydra.instance().clear()
-            _restore_logging(logs)
-            os.environ.clear()
-            os.environ.update(env)
-            sys.path[:] = path
-            torch.set_num_threads(threads)
-            for signum, handler in signals.items():
-                if handler is not None:
-                    signal.signal(signum, handler)
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(argv, info.value.code, out, err)
-
-    return run
-
-
-def assert_one_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    """Exit code 2, no traceback, and stderr's last line is ``error: ...`` holding every needle (the only one)."""
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == EXIT_USER_ERROR, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert lines and lines[-1].startswith("error: "), proc.stderr[-3000:]
-    assert sum(line.startswith("error:") for line in lines) == 1, proc.stderr[-3000:]
-    for needle in needles:
-        assert needle in lines[-1], lines[-1]
-    return lines[-1]
 
 
 def train_args(tmp_path: Path, *overrides: str, fast: bool = True) -> list[str]:
