@@ -47,8 +47,13 @@ class SameConv(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, s = self.kernel_size[0], self.stride[0]
         if self.explicit_pad is None and (k > 1 or s > 1):
-            top, bottom = same_pads(x.shape[-2], k, s)
-            left, right = same_pads(x.shape[-1], k, s)
+            # python ints, so an ONNX trace records constant pads (a traced x.shape[-2] would put ~1000 shape ops
+            # into the graph, half of BlazeFace's run time in ONNX Runtime); the input size is fixed anyway
+            top, bottom = same_pads(int(x.shape[-2]), k, s)
+            left, right = same_pads(int(x.shape[-1]), k, s)
+            if top == bottom and left == right:  # symmetric: the conv pads itself, no separate Pad op
+                y = F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
+                return F.relu(y) if self.relu else y
             x = F.pad(x, (left, right, top, bottom))
         y = super().forward(x)
         return F.relu(y) if self.relu else y
@@ -81,7 +86,8 @@ class BlazeBlock(nn.Module):
 
 def _flatten_head(x: torch.Tensor, values: int) -> torch.Tensor:
     """NCHW head output -> ``[B, H*W*anchors, values]`` in TFLite's (y, x, anchor) order."""
-    return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, values)
+    per_image = int(x.shape[1]) * int(x.shape[2]) * int(x.shape[3]) // values  # a constant in an ONNX trace
+    return x.permute(0, 2, 3, 1).reshape(-1, per_image, values)
 
 
 class _ShortRange(nn.Module):
@@ -160,17 +166,18 @@ class _Up(nn.Module):
         self.blocks = nn.Sequential(*(_Residual(out_ch, out_ch // 2) for _ in range(num_blocks)))
 
     def forward(self, coarse: torch.Tensor, lateral: torch.Tensor) -> torch.Tensor:
-        up = F.interpolate(self.coarse(coarse), size=lateral.shape[-2:], mode="bilinear", align_corners=False)
+        size = (int(lateral.shape[-2]), int(lateral.shape[-1]))  # python ints: constants in an ONNX trace
+        up = F.interpolate(self.coarse(coarse), size=size, mode="bilinear", align_corners=False)
         return self.blocks(lateral + up)
 
 
 def _depth_to_space(x: torch.Tensor, block: int) -> torch.Tensor:
     """TFLite's DEPTH_TO_SPACE (DCR order: channel ``(i * block + j) * C + c`` goes to pixel offset ``(i, j)``) on
     NCHW ``[B, block^2 * C, H, W]`` -> ``[B, C, H * block, W * block]`` (``pixel_shuffle`` is CRD, another order)."""
-    b, ch, h, w = x.shape
+    ch, h, w = (int(v) for v in x.shape[1:])  # python ints: constants in an ONNX trace; the batch stays -1 (dynamic)
     c = ch // (block * block)
-    x = x.reshape(b, block, block, c, h, w).permute(0, 3, 4, 1, 5, 2)
-    return x.reshape(b, c, h * block, w * block)
+    x = x.reshape(-1, block, block, c, h, w).permute(0, 3, 4, 1, 5, 2)
+    return x.reshape(-1, c, h * block, w * block)
 
 
 class _Head(nn.Module):

@@ -47,7 +47,7 @@ TFLITE_FILES: dict[str, tuple[str, str]] = {
 #: bump when the conversion (or a network layout) changes: cached ``.safetensors`` and ``.onnx`` files are then rebuilt
 CONVERTER_VERSION = "2"
 #: bump when the ONNX export changes (opset, input convention): cached ``.onnx`` files are then re-exported
-ONNX_EXPORT_VERSION = "1"
+ONNX_EXPORT_VERSION = "3"
 
 
 class WeightsNotFoundError(UserError, FileNotFoundError):
