@@ -84,6 +84,7 @@ class Track:
     landmarks: np.ndarray | None = None
     reference: np.ndarray | None = None
     anchor: np.ndarray | None = None
+    template: np.ndarray | None = None
     last_box: np.ndarray | None = None
     ended_at: int | None = None
     detected_now: bool = True
@@ -247,7 +248,12 @@ class Tracker:
         inside = (pts[:, 0] >= 0) & (pts[:, 0] <= w - 1) & (pts[:, 1] >= 0) & (pts[:, 1] <= h - 1)
         return float(inside.mean())
 
-    def _next_roi(self, landmarks_frame: np.ndarray) -> np.ndarray:
+    def _next_roi(self, landmarks_frame: np.ndarray, track: Track) -> np.ndarray:
+        if track.template is not None:
+            # the landmarks the student gave on this face's last detector-framed crop: its error on this face
+            # (large on real faces for a synthetic-trained student) is the same in the next crop and cancels out,
+            # so the crop stays framed as the detector framed it
+            return similarity_transform(landmarks_frame, track.template)
         if self.template is not None and len(self.template) == len(landmarks_frame):
             return similarity_transform(landmarks_frame, self.template)
         if len(landmarks_frame) == 68:
@@ -328,8 +334,10 @@ class Tracker:
             track.live(np.array([out.live[k]], dtype=np.float32))
         if out.landmarks is not None:
             raw = transform_points(out.landmarks[k], inv)
+            if roi.origin == "detection":
+                track.template = out.landmarks[k].copy()
             if self.mode == "landmarks":
-                new_roi = self._next_roi(raw)
+                new_roi = self._next_roi(raw, track)
                 if track.detected_now:
                     # re-express this frame's detection in the landmark-fitted crop: crop used -> frame -> new crop
                     a = new_roi[:, :2] @ inv[:, :2]
