@@ -44,9 +44,13 @@ train: install  ## train the teacher on the embedded synthetic faces (CPU profil
 test: install weights peer  ## the test suite (CPU, no downloads beyond the install; tests/test_layers.py checks the import layers)
 	$(PY) -m pytest -q $(ARGS)
 
-bench: install peer  ## benchmarks (not tests): training/data throughput, then the export table for teacher + student
+PIPELINE_MODEL ?= tests/pipeline/data/student.int8.onnx
+
+bench: install weights peer  ## benchmarks (not tests): training/data throughput, the export table, the video pipeline vs MediaPipe
 	$(PY) -m facetx.bench.train_speed $(ARGS)
 	PY=$(PY) bash scripts/bench_export.sh
+	$(PY) -m facetx.bench.pipeline_speed --model $(PIPELINE_MODEL) --threads 1
+	$(PY) -m facetx.bench.pipeline_speed --model $(PIPELINE_MODEL) --threads 2 --out outputs/bench/pipeline_2threads
 
 lint: install  ## ruff, and the layer contract: a facetx package imports only the packages below it
 	$(VENV)/bin/lint-imports --no-logo
