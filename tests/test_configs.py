@@ -42,6 +42,8 @@ GROUP_PACKAGES: dict[str, tuple[str, ...]] = {
     "export": ("facetx.export",),
     "quant": ("facetx.quant",),
     "bench": ("facetx.export",),  # the export's benchmark stage (facetx.export.benchmark)
+    # the video pipeline's own config root (conf/pipeline/pipeline.yaml; groups detector, tracker, gallery, output)
+    "pipeline": ("facetx.pipeline", "facetx.detect"),
 }
 #: top-level keys of train.yaml / distill.yaml / export.yaml that are not groups
 TOP_LEVEL_PACKAGES: dict[str, tuple[str, ...]] = {"module": ("facetx.training",)}
