@@ -327,6 +327,27 @@ def _spoof(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
+def paint_scene(
+    idn: Identity,
+    lm: np.ndarray,
+    parts: dict[str, np.ndarray],
+    teeth: bool,
+    ears_visible: bool,
+    rng: np.random.Generator,
+    scale: float,
+    bank: np.ndarray,
+) -> np.ndarray:
+    """The posed face on a fresh background, lit, with sensor grain: float32 [112, 112, 3] (0-255), before the
+    spoof/blur/tone stages. Draws from ``rng`` in a fixed order (background, light, paint, grain offset, amount)."""
+    bg = _background(rng)
+    light = _draw_light(rng)
+    face = paint_face(idn, lm, parts, teeth, ears_visible, rng, bg.copy(), scale, light.lx, bank)
+    img = _light(face, bg, parts, scale, light)
+    ox, oy = rng.integers(0, IMAGE_SIZE, 2)
+    img += bank[oy : oy + IMAGE_SIZE, ox : ox + IMAGE_SIZE] * np.float32(rng.uniform(0.0, 6.0))
+    return img
+
+
 def render_face(
     idn: Identity, rng: np.random.Generator, spoof: bool, bank: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -337,12 +358,7 @@ def render_face(
     scale = PX_PER_UNIT * u(0.8, 1.1)
     k = u(0.75, 1.0) if expression else 0.0
     lm, parts, teeth, ears_visible = head_geometry(idn, expression, k, yaw, pitch, roll, scale, u(-4, 4, 2))
-    bg = _background(rng)
-    light = _draw_light(rng)
-    face = paint_face(idn, lm, parts, teeth, ears_visible, rng, bg.copy(), scale, light.lx, bank)
-    img = _light(face, bg, parts, scale, light)
-    ox, oy = rng.integers(0, IMAGE_SIZE, 2)
-    img += bank[oy : oy + IMAGE_SIZE, ox : ox + IMAGE_SIZE] * np.float32(u(0.0, 6.0))
+    img = paint_scene(idn, lm, parts, teeth, ears_visible, rng, scale, bank)
     if spoof:
         img = _spoof(img, rng)
     elif rng.random() < 0.25:  # live images get mild blur too, so blur alone does not mean "spoof"

@@ -25,7 +25,7 @@ from facetx.data.landmarks import IBUG68
 from facetx.data.synthetic.dataset import SyntheticFaces, noise_bank
 from facetx.data.synthetic.geometry import PX_PER_UNIT, head_geometry
 from facetx.data.synthetic.identity import Identity
-from facetx.data.synthetic.render import _background, _draw_light, _gamma_lut, _light, _spoof, paint_face
+from facetx.data.synthetic.render import _draw_light, _gamma_lut, _light, _spoof, paint_face, paint_scene
 
 _TAG_CLIP, _TAG_GALLERY, _TAG_PHOTO = 101, 102, 103
 _REF_W, _REF_H = 640.0, 360.0  # the script is written for this frame size and scaled to others
@@ -136,12 +136,7 @@ def render_sprite(
     lm, parts, teeth, ears_visible = head_geometry(idn, expression, k, yaw, pitch, roll, scale, shift)
     shape = (IMAGE_SIZE, IMAGE_SIZE, 3)
     if spoof:
-        bg = _background(rng)
-        light = _draw_light(rng)
-        face = paint_face(idn, lm, parts, teeth, ears_visible, rng, bg.copy(), scale, light.lx, bank)
-        img = _light(face, bg, parts, scale, light)
-        ox, oy = rng.integers(0, IMAGE_SIZE, 2)
-        img += bank[oy : oy + IMAGE_SIZE, ox : ox + IMAGE_SIZE] * np.float32(u(0.0, 6.0))
+        img = paint_scene(idn, lm, parts, teeth, ears_visible, rng, scale, bank)
         straight = np.clip(_spoof(img, rng), 0, 255).astype(np.uint8)
         alpha = _border_fade(3.0)  # a print or a screen: its edge is a genuine cue, softened as if out of focus
     else:
