@@ -7,6 +7,7 @@ The pipeline composes from its own config root (``conf/pipeline/``): there ``mod
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +38,28 @@ def compose_pipeline_config(
     return cfg
 
 
-def _instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` with a one-line :class:`ConfigError` naming ``key`` for a bad entry (a typo)."""
+def _instantiate(node: DictConfig, key: str, overrides: Mapping[str, Any] | None = None) -> Any:
+    """``hydra.utils.instantiate`` (with ``overrides`` of the node's arguments) and a one-line :class:`ConfigError`
+    naming ``key`` for a bad entry (a typo, a wrong value)."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
+    from facetx.errors import find_user_error
+
     try:
-        return instantiate(node, _convert_="all", **kwargs)
+        return instantiate(node, _convert_="all", **dict(overrides or {}))
     except InstantiationException as e:
         cause = e.__cause__ or e
-        from facetx.errors import find_user_error
-
-        if find_user_error(cause) is not None:
-            raise find_user_error(cause) from None
+        user = find_user_error(cause)
+        if user is not None:
+            raise user from None
         raise ConfigError(f"{key}: {str(cause).splitlines()[0]}") from None
+
+
+def check_threads(cfg: DictConfig) -> None:
+    threads = cfg.get("threads")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads={threads}: expected a positive number of intra-op threads per session, or null")
 
 
 def build_detector(cfg: DictConfig) -> Any:
@@ -73,8 +82,15 @@ def build_gallery(cfg: DictConfig) -> Any:
 
 def build_pipeline(cfg: DictConfig) -> FacePipeline:
     """Detector, student, tracker and gallery from the composed config (``source`` is not needed here)."""
+    from facetx.training.config_checks import check_required
+
     if OmegaConf.is_missing(cfg, "model"):
         raise ConfigError("model: not set (pass model=OUT/model.onnx or model.int8.onnx, a facetx export)")
+    if OmegaConf.is_missing(cfg, "source"):
+        cfg = cfg.copy()
+        OmegaConf.update(cfg, "source", None)
+    check_required(cfg)  # gallery.path and the like
+    check_threads(cfg)
     model = build_model(cfg)
     tracker = _instantiate(cfg.tracker, "tracker")
     return FacePipeline(build_detector(cfg), model, tracker, build_gallery(cfg), cfg.get("threshold"))
@@ -93,10 +109,13 @@ def run(cfg: DictConfig) -> dict:
     from facetx.pipeline.source import FrameSource
     from facetx.training.config_checks import check_required
 
+    if OmegaConf.is_missing(cfg, "model"):
+        raise ConfigError("model: not set (pass model=OUT/model.onnx or model.int8.onnx, a facetx export)")
     check_required(cfg)
     settings = output_settings(cfg)
     pipe = build_pipeline(cfg)
     source = FrameSource(cfg.source, queue_size=int(cfg.queue_size), max_frames=cfg.get("max_frames"), key="source")
+    photos = source.info.kind in ("image", "folder")  # unrelated pictures, not a video: no tracks across them
     writer = OutputWriter(settings, source.info.fps)
     stats = RunStats()
     total = source.info.frames if cfg.get("max_frames") is None else min(source.info.frames or 0, cfg.max_frames)
@@ -104,6 +123,8 @@ def run(cfg: DictConfig) -> dict:
     notes: list[str] = []
     try:
         for frame in source:
+            if photos:
+                pipe.reset()
             result = pipe.process(frame)
             writer.write(frame.image, result)
             stats.add(result)

@@ -16,7 +16,7 @@ STAGES: tuple[str, ...] = ("decode", "detect", "align", "infer", "track", "draw"
 @dataclass(frozen=True)
 class Frame:
     """One decoded frame: ``image`` uint8 RGB ``[H, W, 3]``, its ``index`` in the source, ``timestamp`` in seconds
-    (the container's for files, the wall clock since start for live sources), ``decode_ms`` spent decoding it."""
+    (index / fps for files, the wall clock since start for live sources), ``decode_ms`` spent decoding it."""
 
     image: np.ndarray
     index: int
@@ -79,20 +79,23 @@ class FaceResult:
     def to_dict(self, decimals: int = 2) -> dict:
         """The JSONL record of this face (no embedding: it is large and identifies a person)."""
 
+        def num(v: float, digits: int) -> float | None:  # JSON has no NaN/inf: a non-finite value is null
+            return round(float(v), digits) if np.isfinite(v) else None
+
         def pts(a: np.ndarray | None) -> list | None:
-            return None if a is None else [[round(float(x), decimals), round(float(y), decimals)] for x, y in a]
+            return None if a is None else [[num(x, decimals), num(y, decimals)] for x, y in a]
 
         return {
             "track_id": int(self.track_id),
-            "box": [round(float(v), decimals) for v in self.box],
-            "score": round(float(self.score), 4),
+            "box": [num(v, decimals) for v in self.box],
+            "score": num(self.score, 4),
             "keypoints": pts(self.keypoints),
             "landmarks": pts(self.landmarks),
             "identity": self.identity if self.identity is not None else "unknown",
-            "similarity": None if np.isnan(self.similarity) else round(float(self.similarity), 4),
+            "similarity": num(self.similarity, 4),
             "expression": self.expression,
-            "expression_probs": {k: round(float(v), 4) for k, v in self.expression_probs.items()},
-            "live_score": None if self.live_score is None else round(float(self.live_score), 4),
+            "expression_probs": {k: num(v, 4) for k, v in self.expression_probs.items()},
+            "live_score": None if self.live_score is None else num(self.live_score, 4),
             "roi": self.roi_origin,
         }
 

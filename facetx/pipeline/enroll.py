@@ -1,10 +1,10 @@
 """``python -m facetx.pipeline.enroll photos=DIR model=OUT/model.int8.onnx [out=gallery.npz]``: a gallery file.
 
 ``DIR`` holds one subfolder of photos per person (the folder name is the identity). Each photo: detect (the
-``detector`` group; a photo where it finds nothing is tried with the full-range model, and a photo that is already an
-aligned crop of the model's input size is used as it is), take the largest face, align it like the pipeline does,
-embed it. The gallery stores one float32 embedding per photo, the names and the model's fingerprint (``.npz``, no
-pickle); photos without a face are listed in ``enroll_summary.json`` and do not stop the run.
+``detector`` group; a photo where it finds nothing is tried with the full-range model, and a photo of the model's
+input size where neither finds a face is taken as an already aligned crop), take the largest face, align it like the
+pipeline does, embed it. The gallery stores one float32 embedding per photo, the names and the model's fingerprint
+(``.npz``, no pickle); photos without a face are listed in ``enroll_summary.json`` and do not stop the run.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import hydra
@@ -23,6 +24,10 @@ from omegaconf import DictConfig
 from facetx.data.formats.io import IMAGE_EXTENSIONS
 from facetx.errors import ConfigError, exit_on_user_error
 from facetx.pipeline.config import CONFIG_DIR
+
+if TYPE_CHECKING:
+    from facetx.pipeline.model import FaceModel
+    from facetx.pipeline.pipeline import Detector
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +48,7 @@ def _largest(faces: list) -> object | None:
     return max(faces, key=lambda f: float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))) if faces else None
 
 
-def enroll(photos: str | Path, model: object, detectors: list, out: str | Path) -> EnrollSummary:
+def enroll(photos: str | Path, model: FaceModel, detectors: list[Detector], out: str | Path) -> EnrollSummary:
     """Build and save the gallery of ``photos`` with ``model`` (a :class:`~facetx.pipeline.model.FaceModel`);
     ``detectors`` are tried in order until one finds a face."""
     from facetx.pipeline.gallery import Gallery
@@ -95,6 +100,8 @@ def enroll(photos: str | Path, model: object, detectors: list, out: str | Path) 
             gallery = Gallery.empty(out_heads.embedding.shape[1], info.fingerprint, info.model)
         gallery.add(person.name, out_heads.embedding)
         summary.enrolled += len(crops)
+    if summary.photos == 0:
+        raise ConfigError(f"photos={root}: no images ({', '.join(IMAGE_EXTENSIONS)}) in its person subfolders")
     if gallery is None or len(gallery) == 0:
         raise ConfigError(f"photos={root}: no face found in any of {summary.photos} photos; nothing to enroll")
     gallery.save(out)
@@ -104,14 +111,15 @@ def enroll(photos: str | Path, model: object, detectors: list, out: str | Path) 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="enroll")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    from facetx.pipeline.config import _instantiate, build_model
+    from facetx.pipeline.config import _instantiate, build_model, check_threads
     from facetx.training.config_checks import check_required
 
     check_required(cfg)
+    check_threads(cfg)
     model = build_model(cfg)
     detectors = [_instantiate(cfg.detector, "detector")]
     if cfg.detector.get("model") == "short" and cfg.get("fallback_full", True):
-        detectors.append(_instantiate(cfg.detector, "detector", model="full"))
+        detectors.append(_instantiate(cfg.detector, "detector", {"model": "full"}))
     summary = enroll(cfg.photos, model, detectors, cfg.out)
     path = Path(cfg.paths.output_dir) / "enroll_summary.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -167,6 +167,7 @@ class Gallery:
     def save(self, path: str | Path) -> None:
         """Write ``path`` (``.npz``, no pickled objects) atomically: a crash never leaves half a gallery."""
         path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as f:
             np.savez(

@@ -44,17 +44,24 @@ class ModelInfo:
     template: np.ndarray | None
 
 
-def read_model_info(path: str | Path, key: str = "model") -> tuple[ModelInfo, object]:
-    """``(ModelInfo, ONNX Runtime's metadata map)`` of ``path``; a one-line :class:`ModelFileError` if unusable."""
-    import onnxruntime as ort
+def open_session(path: str | Path, threads: int | None, key: str = "model") -> object:
+    """An ONNX Runtime session on ``path`` (pinned threads, no spin-wait); a one-line :class:`ModelFileError` for a
+    missing or unreadable file."""
+    from facetx.runtime.sessions import make_session
 
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{key}={path}: no such file; expected a facetx ONNX export (export.py writes model.onnx)")
     try:
-        meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+        return make_session(path, threads, spinning=False)
     except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
         raise ModelFileError(f"{key}={path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
+
+
+def read_model_info(session: object, path: str | Path, key: str = "model") -> ModelInfo:
+    """What the pipeline needs from the metadata of the export ``session`` runs; :class:`ModelFileError` if absent."""
+    path = Path(path)
+    meta = session.get_modelmeta().custom_metadata_map
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise ModelFileError(
@@ -76,7 +83,9 @@ def read_model_info(path: str | Path, key: str = "model") -> tuple[ModelInfo, ob
         far=float(meta["recognition.far"]) if "recognition.far" in meta else None,
         template=np.asarray(json.loads(template), dtype=np.float32) * int(size[0]) if template else None,
     )
-    return info, meta
+    if "spoof_logits" in info.outputs and "live" not in info.spoof_classes:
+        raise ModelFileError(f"{key}={path}: spoof.classes {list(info.spoof_classes)} has no 'live' class")
+    return info
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -93,10 +102,9 @@ class FaceModel:
     """
 
     def __init__(self, path: str | Path, threads: int | None = 1, key: str = "model") -> None:
-        from facetx.runtime.sessions import make_session
-
-        self.info, self.metadata = read_model_info(path, key)
-        self.session = make_session(self.info.path, threads, spinning=False)
+        self.session = open_session(path, threads, key)
+        self.info = read_model_info(self.session, path, key)
+        self._live = self.info.spoof_classes.index("live") if self.info.spoof_classes else 0
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         b = inp.shape[0]
@@ -137,5 +145,5 @@ class FaceModel:
             embedding=None if emb is None else emb.astype(np.float32, copy=False),
             landmarks=None if lm is None else lm * np.float32(self.input_size),  # normalized -> crop pixels
             expression_probs=None if expr is None else _softmax(expr),
-            live=None if spoof is None else _softmax(spoof)[:, 0],  # spoof.classes = (live, spoof)
+            live=None if spoof is None else _softmax(spoof)[:, self._live],
         )

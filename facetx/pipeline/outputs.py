@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facetx.errors import ConfigError
 from facetx.pipeline.contracts import STAGES, FrameResult
 
 _COLORS = [(255, 99, 71), (60, 179, 113), (65, 105, 225), (255, 215, 0), (238, 130, 238), (0, 206, 209)]
@@ -120,6 +121,7 @@ class OutputWriter:
         self.settings = settings
         self.fps = settings.fps or source_fps or 30.0
         self._video: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] = (0, 0)
         self._jsonl = None
         if settings.jsonl:
             Path(settings.jsonl).parent.mkdir(parents=True, exist_ok=True)
@@ -137,10 +139,15 @@ class OutputWriter:
             if self._video is None:
                 Path(self.settings.video).parent.mkdir(parents=True, exist_ok=True)
                 h, w = annotated.shape[:2]
+                self._size = (w, h)
                 self._video = cv2.VideoWriter(self.settings.video, cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+                if not self._video.isOpened():
+                    raise ConfigError(f"output.video={self.settings.video}: OpenCV cannot write an mp4v video there")
+            if annotated.shape[1::-1] != self._size:  # a folder of photos of several sizes: one video needs one size
+                annotated = cv2.resize(annotated, self._size, interpolation=cv2.INTER_AREA)
             self._video.write(cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR))
         if self._jsonl is not None:
-            self._jsonl.write(json.dumps(result.to_dict(), separators=(",", ":")) + "\n")
+            self._jsonl.write(json.dumps(result.to_dict(), separators=(",", ":"), allow_nan=False) + "\n")
         if annotated is not None and self.show:
             cv2.imshow("facetx", cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR))
             cv2.waitKey(1)

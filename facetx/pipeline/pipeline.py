@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 import cv2
 import numpy as np
 
+from facetx.errors import ConfigError
 from facetx.pipeline.contracts import FaceResult, Frame, FrameResult, Roi
 from facetx.pipeline.model import FaceModel
 from facetx.pipeline.source import FrameSource
@@ -62,9 +63,13 @@ class FacePipeline:
     ) -> None:
         self.detector, self.model, self.tracker, self.gallery = detector, model, tracker, gallery
         info = model.info
-        if threshold is None and info.threshold is None and gallery is not None:
-            raise ValueError(f"{info.path}: the export has no calibrated recognition.threshold; set gallery.threshold")
-        self.threshold = float(threshold if threshold is not None else (info.threshold or 0.5))
+        if threshold is None and info.threshold is None:
+            # exports before the calibration stage: matching and the tracker's consistency check need a threshold
+            raise ConfigError(
+                f"threshold: {info.path} has no calibrated recognition.threshold in its metadata (an older export): "
+                "re-export it, or pass threshold=0.5 (cosine similarity)"
+            )
+        self.threshold = float(threshold if threshold is not None else info.threshold)
         if gallery is not None:
             from facetx.pipeline.gallery import check_gallery_model
 
@@ -140,19 +145,20 @@ class FacePipeline:
         if not detected and self.tracker.lost:
             # a tracked crop lost its face in this frame: look again now rather than report no face until the next
             # frame (the face often only moved more than its landmarks followed); the re-found face keeps its id
-            done = {t.id for t, _ in alive}
+            done = frozenset(t.id for t, _ in alive)
             detected = True
-            rois = [r for r in self._detect(image, frame.index, times) if r.track_id not in done]
-            alive += self._run(image, rois, frame, times)
+            alive += self._run(image, self._detect(image, frame.index, times, done), frame, times)
         t0 = time.perf_counter()
         faces = [self._result(track, roi) for track, roi in alive]
         self._identify(faces)
         times["track"] += _ms(t0)
         return FrameResult(frame.index, frame.timestamp, faces, times, detected)
 
-    def _detect(self, image: np.ndarray, index: int, times: dict[str, float]) -> list[Roi]:
+    def _detect(
+        self, image: np.ndarray, index: int, times: dict[str, float], done: frozenset[int] = frozenset()
+    ) -> list[Roi]:
         t0 = time.perf_counter()
-        rois = self.tracker.assign(self.detector.detect(image), index)
+        rois = self.tracker.assign(self.detector.detect(image), index, done)
         times["detect"] += _ms(t0)
         return rois
 
@@ -171,7 +177,7 @@ class FacePipeline:
 
     def get(self, image: np.ndarray, timestamp: float | None = None) -> list[FaceResult]:
         """Faces in one uint8 RGB frame ``[H, W, 3]``; consecutive calls are treated as consecutive video frames
-        (call :meth:`reset` between unrelated images, or use ``tracker=detection``)."""
+        (call :meth:`reset` between unrelated photos: tracks, and the embeddings averaged over them, carry over)."""
         index = self._frame_index
         self._frame_index += 1
         stamp = float(index) / 30.0 if timestamp is None else float(timestamp)

@@ -7,6 +7,7 @@ stream) keeps only the newest frame, so a slow consumer sees fresh frames and la
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import time
@@ -75,6 +76,8 @@ class FrameSource:
         self.kind = _kind(source)
         self.source = int(source) if self.kind == "camera" else str(source)
         self.queue_size = max(1, int(queue_size))
+        if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
+            raise SourceError(f"max_frames={max_frames}: expected a positive number of frames, or null (all)")
         self.max_frames = max_frames
         self._images: list[Path] = []
         self._cap: cv2.VideoCapture | None = None
@@ -102,6 +105,7 @@ class FrameSource:
         self._cap = cap
         fps = cap.get(cv2.CAP_PROP_FPS) or None
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if self.kind == "video" else None
+        count = count if count and count > 0 else None  # some containers report 0 or -1
         if self.kind == "video":
             ok, first = cap.read()
             if not ok or first is None:
@@ -142,8 +146,8 @@ class FrameSource:
     def _reader(self, out: queue.Queue, stop: threading.Event) -> None:
         try:
             frames = self._read_images() if self._images else self._read_capture()
-            for index, (image, stamp, ms) in enumerate(frames):
-                if stop.is_set() or (self.max_frames is not None and index >= self.max_frames):
+            for index, (image, stamp, ms) in enumerate(itertools.islice(frames, self.max_frames)):
+                if stop.is_set():
                     break
                 frame = Frame(image, index, stamp, ms)
                 if self.info.live:
@@ -179,12 +183,14 @@ class FrameSource:
                 yield item
         finally:
             stop.set()
-            while thread.is_alive():
+            deadline = time.perf_counter() + 2.0  # a stalled camera read must not hold up an error or Ctrl-C
+            while thread.is_alive() and time.perf_counter() < deadline:
                 try:
                     q.get_nowait()
                 except queue.Empty:
                     thread.join(0.05)
-            self.close()
+            if not thread.is_alive():
+                self.close()  # else the daemon thread still reads from the capture: leave it to the process exit
 
     def close(self) -> None:
         if self._cap is not None:

@@ -2,12 +2,12 @@
 landmarks (a similarity transform of the predicted landmarks onto the landmark template), so the detector runs only
 when it has to: fewer than ``max_faces`` tracked, every ``detect_every`` frames, or after a track was lost.
 
-A track ends (within the frame it happens) when its crop leaves the frame (``min_inside``) or when its crop no longer
-shows the track's face: the cosine similarity of the crop's embedding to the track's running embedding falls below
-``min_consistency``. The embedding is computed for every crop anyway, so this face/no-face signal is free, and it
-also catches a crop that slid onto another face when two faces cross. A track that ended inside the frame is kept
-``reid_frames`` frames: a new detection whose embedding matches it takes its id back (a face that was occluded keeps
-its id). Association of detections to tracks is greedy by IoU.
+A track ends (within the frame it happens) when its crop leaves the frame (``min_inside``) or when a crop that came
+from landmarks no longer shows the track's face: the cosine similarity of its embedding to the mean embedding of the
+track's detector-framed crops falls below ``min_consistency``. The embedding is computed for every crop anyway, so
+this face/no-face signal is free, and it also catches a crop that slid onto another face when two faces cross. A
+track that ended inside the frame is kept ``reid_frames`` frames: a new detection nearby whose embedding matches it
+takes its id back (a face that was occluded keeps its id). Association of detections to tracks is greedy by IoU.
 """
 
 from __future__ import annotations
@@ -79,7 +79,6 @@ class Track:
     embedding: Ema
     expression: Ema
     live: Ema
-    last_frame: int = -1
     frames: int = 0
     landmarks: np.ndarray | None = None
     reference: np.ndarray | None = None
@@ -113,8 +112,8 @@ class Tracker:
         detect_every: also run the detector every N frames to pick up new faces and re-anchor (0: never forced).
         iou_threshold: a detection continues a track when their boxes overlap by more than this.
         min_inside: a track ends when less than this fraction of its crop lies inside the frame.
-        min_consistency: a track ends when its crop's embedding has a lower cosine similarity to the track's running
-            embedding (None: the model's calibrated verification threshold, given by the pipeline).
+        min_consistency: a track ends when a crop from landmarks has a lower cosine similarity to the mean embedding
+            of the track's detector-framed crops (None: the model's calibrated verification threshold).
         reid_frames: how long an ended track (inside the frame) can be taken back by a matching detection.
         reid_margin, reid_radius: a new face takes an ended track's id back when its embedding is within
             ``reid_margin`` below the consistency threshold of that track's and it appears within ``reid_radius``
@@ -151,6 +150,9 @@ class Tracker:
         self.reid_margin, self.reid_radius = float(reid_margin), float(reid_radius)
         self.one_euro = one_euro if one_euro is not None else OneEuroSettings()
         self.attribute_momentum = float(attribute_momentum)
+        # build one of each now: a bad setting is a config error at start, not mid-video
+        OneEuroFilter(self.one_euro.min_cutoff, self.one_euro.beta, self.one_euro.d_cutoff)
+        Ema(self.attribute_momentum)
         self.set_template(template, crop_size)
         self.tracks: list[Track] = []
         self.ended: list[Track] = []
@@ -213,8 +215,10 @@ class Tracker:
         track.keypoints_crop = transform_points(face.keypoints, track.roi)
         track.detected_now = True
 
-    def assign(self, faces: list[Face], frame_index: int) -> list[Roi]:
-        """Merge this frame's detections into the tracks; returns the crops to run (one per track)."""
+    def assign(self, faces: list[Face], frame_index: int, done: frozenset[int] = frozenset()) -> list[Roi]:
+        """Merge this frame's detections into the tracks; returns the crops to run (one per track). Tracks in
+        ``done`` (already run on this frame) still take their detection, so it starts no new track, but keep their
+        crop for the next frame."""
         self._last_detection = frame_index
         self._lost = False
         boxes = np.array([t.box(t.roi) for t in self.tracks], dtype=np.float32).reshape(-1, 4)
@@ -226,16 +230,17 @@ class Tracker:
             if candidates:
                 _, i = max(candidates)
                 unmatched.discard(i)
-                self._refresh(self.tracks[i], face)
+                if self.tracks[i].id not in done:
+                    self._refresh(self.tracks[i], face)
             else:
                 fresh.append(face)
         if self.mode == "detection":  # no detection, no face: the crop would come from nowhere
-            for i in sorted(unmatched, reverse=True):
+            for i in sorted((i for i in unmatched if self.tracks[i].id not in done), reverse=True):
                 self._end(self.tracks.pop(i), frame_index, inside=True)
         room = self.max_faces - len(self.tracks)
         for face in fresh[: max(room, 0)]:
             self.tracks.append(self._new_track(face, frame_index))
-        return self.rois()
+        return [r for r in self.rois() if r.track_id not in done]
 
     # -- after the student ran -------------------------------------------------------------------------------------
 
@@ -287,8 +292,6 @@ class Tracker:
             track.id, track.born = best.id, best.born
             track.embedding, track.expression, track.live = best.embedding, best.expression, best.live
             track.frames = best.frames
-            if track.filter is not None:
-                track.filter.reset()
 
     def update(
         self, rois: list[Roi], out: HeadOutputs, frame_index: int, timestamp: float, frame_shape: tuple[int, ...],
@@ -349,7 +352,6 @@ class Tracker:
             track.landmarks = track.filter(raw, timestamp, size) if track.filter is not None else raw
         track.detected_now = False
         track.last_box = track.box(track.roi)
-        track.last_frame = frame_index
         track.frames += 1
 
     def _drop_duplicates(self, alive: list[tuple[Track, Roi]], frame_index: int) -> None:

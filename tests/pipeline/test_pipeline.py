@@ -14,9 +14,9 @@ from facetx.pipeline.contracts import Frame
 from facetx.pipeline.scoring import score_clip
 
 # Measured with tests/pipeline/data/student.int8.onnx on the default scripted clip (AMD EPYC, AVX2; the README's
-# pipeline section): recall 0.838, NME 0.188, identity named right 0.40 of matched live faces at the calibrated
-# threshold (0.821 at FAR=1e-3: the rest stay "unknown"), never a wrong name, nearest gallery name right 1.00, 8 false
-# faces in 196 matched. The bounds leave room for ISA-dependent INT8 rounding, not for a regression.
+# pipeline section): recall 0.850, NME 0.188, identity named right 0.38 of matched live faces at the calibrated
+# threshold (0.821 at FAR=1e-3: the rest stay "unknown"), never a wrong name, nearest gallery name right 1.00, 12 false
+# faces in 199 matched. The bounds leave room for ISA-dependent INT8 rounding, not for a regression.
 MIN_RECALL = 0.80
 MAX_LANDMARK_NME = 0.21
 MIN_IDENTITY_TOP1 = 0.30
@@ -48,8 +48,8 @@ def test_scripted_clip_tracks_identifies_and_ends_tracks(tracked, clip):
     leaver = clip.actor("leaver").actor_id
     assert score.end_delay[leaver] <= 1, report  # its track ends within one frame of the face leaving
     assert score.false_faces <= 0.08 * score.matched, report
-    # the detector ran only when needed: not on every frame once every face was tracked
-    assert sum(r.detected for r in results) < len(results)
+    # the detector ran only when needed (max_faces=4: while fewer are tracked it looks on every frame, as MediaPipe)
+    assert sum(r.detected for r in results) <= 0.95 * len(results)
 
 
 @pytest.mark.xfail(

@@ -109,3 +109,38 @@ def test_enroll_bad_folder(run_script, student: Path, tmp_path: Path) -> None:
     proc = run_script("facetx.pipeline.enroll", f"photos={tmp_path}/none", f"model={student}",
                       f"hydra.run.dir={tmp_path}/run")  # fmt: skip
     assert_one_line(proc, "photos=", "no such folder")
+
+
+def test_bad_threads_and_max_frames(run_script, student: Path, video: Path, tmp_path: Path) -> None:
+    proc = pipeline(run_script, tmp_path, f"source={video}", f"model={student}", "threads=-1")
+    assert_one_line(proc, "threads=-1", "positive")
+    proc = pipeline(run_script, tmp_path, f"source={video}", f"model={student}", "max_frames=0")
+    assert_one_line(proc, "max_frames=0", "positive")
+
+
+def test_photos_in_a_folder_are_not_one_video(run_script, student: Path, clip, clip_gallery: Path, tmp_path: Path):
+    """A folder of photos: each is analysed on its own (no track, no averaged embedding carried from the photo
+    before), so a photo gives the same result after another photo as alone."""
+    from facetx.data.synthetic.video import gallery_photos
+    from tests.pipeline.conftest import write_photos
+
+    a, b = sorted({f.identity for t in clip.truth for f in t.faces if not f.spoof})[:2]
+    photos = gallery_photos([a, b], per_person=1, seed=7)
+    both, alone = tmp_path / "both", tmp_path / "alone"
+    for folder, names in ((both, list(photos)), (alone, list(photos)[1:])):
+        write_photos({n: photos[n] for n in names}, folder)
+    records = {}
+    for folder in (both, alone):
+        flat = folder / "flat"
+        flat.mkdir()
+        for i, p in enumerate(sorted(folder.glob("*/*.png"))):
+            p.rename(flat / f"{i}_{p.parent.name}.png")
+        out = tmp_path / f"run_{folder.name}"
+        proc = run_script("facetx.pipeline", f"source={flat}", f"model={student}", "gallery=numpy",
+                          f"gallery.path={clip_gallery}", f"hydra.run.dir={out}", "output.progress=false")  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        records[folder.name] = [json.loads(x) for x in (out / "faces.jsonl").read_text().splitlines()]
+    last_after_other, last_alone = records["both"][-1]["faces"], records["alone"][-1]["faces"]
+    assert last_after_other and last_alone
+    for key in ("identity", "similarity", "expression_probs", "live_score", "landmarks"):
+        assert last_after_other[0][key] == last_alone[0][key], key

@@ -30,7 +30,9 @@ def test_file_source_delivers_every_frame_in_order(video: Path) -> None:
     frames = list(src)
     assert [f.index for f in frames] == list(range(40))
     brightness = [float(f.image.mean()) for f in frames]
-    assert all(b1 < b2 for b1, b2 in zip(brightness, brightness[1:])), brightness  # in order, none repeated
+    assert all(b1 < b2 for b1, b2 in zip(brightness, brightness[1:], strict=False)), (
+        brightness
+    )  # in order, none repeated
     assert frames[1].timestamp == pytest.approx(1 / 25)
     assert all(f.image.shape == (48, 64, 3) and f.image.dtype == np.uint8 for f in frames)
 
