@@ -71,14 +71,16 @@ def score_clip(
         for f in frame_truth.faces:
             if f.in_frame >= min_visible:
                 seen_in.add(f.actor_id)
+        gone = set()
         for actor in seen_in:
             t = frame_truth.face(actor)
-            if (t is None or t.in_frame < gone_below) and actor not in left_at:
-                left_at[actor] = result.index
+            if t is None or t.in_frame < gone_below:
+                gone.add(actor)
+                left_at.setdefault(actor, result.index)
         faces = result.faces
         present = {f.track_id for f in faces}
-        for actor, at in left_at.items():  # the actor's last track still reported after the face was gone
-            if actor in last_id and last_id[actor] in present and result.index >= at:
+        for actor in gone:  # the actor's last track still reported while its face is out of the frame
+            if actor in last_id and last_id[actor] in present:
                 lingering[actor] = lingering.get(actor, 0) + 1
         boxes = np.array([f.box for f in faces], np.float64).reshape(-1, 4)
         eyes = np.array([f.keypoints[:2] for f in faces], np.float64).reshape(-1, 2, 2)
