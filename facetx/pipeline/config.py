@@ -7,6 +7,7 @@ The pipeline composes from its own config root (``conf/pipeline/``): there ``mod
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -80,12 +81,17 @@ def build_gallery(cfg: DictConfig) -> Any:
     return _instantiate(node, "gallery")
 
 
+def require_model(cfg: DictConfig) -> None:
+    """``model`` first, with what to pass (the generic ``???`` check would only say that it is not set)."""
+    if OmegaConf.is_missing(cfg, "model"):
+        raise ConfigError("model: not set (pass model=OUT/model.onnx or model.int8.onnx, a facetx export)")
+
+
 def build_pipeline(cfg: DictConfig) -> FacePipeline:
     """Detector, student, tracker and gallery from the composed config (``source`` is not needed here)."""
     from facetx.training.config_checks import check_required
 
-    if OmegaConf.is_missing(cfg, "model"):
-        raise ConfigError("model: not set (pass model=OUT/model.onnx or model.int8.onnx, a facetx export)")
+    require_model(cfg)
     if OmegaConf.is_missing(cfg, "source"):
         cfg = cfg.copy()
         OmegaConf.update(cfg, "source", None)
@@ -109,8 +115,7 @@ def run(cfg: DictConfig) -> dict:
     from facetx.pipeline.source import FrameSource
     from facetx.training.config_checks import check_required
 
-    if OmegaConf.is_missing(cfg, "model"):
-        raise ConfigError("model: not set (pass model=OUT/model.onnx or model.int8.onnx, a facetx export)")
+    require_model(cfg)
     check_required(cfg)
     settings = output_settings(cfg)
     pipe = build_pipeline(cfg)
@@ -131,8 +136,6 @@ def run(cfg: DictConfig) -> dict:
             bar.update(1)
     finally:
         bar.close()
-        import time
-
         stats.finished = time.perf_counter()
         if stats.frames and stats.faces == 0:
             notes.append("no faces found in any frame")

@@ -111,9 +111,10 @@ def enroll(photos: str | Path, model: FaceModel, detectors: list[Detector], out:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="enroll")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    from facetx.pipeline.config import _instantiate, build_model, check_threads
+    from facetx.pipeline.config import _instantiate, build_model, check_threads, require_model
     from facetx.training.config_checks import check_required
 
+    require_model(cfg)
     check_required(cfg)
     check_threads(cfg)
     model = build_model(cfg)

@@ -81,7 +81,7 @@ class FacePipeline:
 
     @classmethod
     def from_config(cls, overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> FacePipeline:
-        """Build from ``conf/pipeline.yaml`` composed with Hydra ``overrides`` (``["model=...", "gallery=..."]``)."""
+        """Build from ``conf/pipeline/pipeline.yaml`` composed with Hydra ``overrides`` (``["model=...", ...]``)."""
         from facetx.pipeline.config import build_pipeline, compose_pipeline_config
 
         return build_pipeline(compose_pipeline_config(list(overrides), config_dir))
