@@ -213,7 +213,8 @@ def test_photo_clip_transforms_map_photo_points() -> None:
 
 # Measured on the default clip (faces with >= 60% of their landmarks visible; a match: IoU >= 0.5 or both eyes within
 # IOD / 3): short-range 184/234 = 0.786 (the mover 75/75; faces under ~96 px and faces half out of the frame are its
-# misses), full-range 217/234 = 0.927 (mover 75/75). Eye keypoint error, full: median 0.06 / 0.10 of the IOD.
+# misses), full-range 211/234 = 0.902 with MediaPipe's sparse full-range model (217/234 = 0.927 with the dense port
+# it replaced). Eye keypoint error, full (dense): median 0.06 / 0.10 of the IOD.
 RECALL_MIN = {"short": 0.70, "full": 0.85}
 
 
