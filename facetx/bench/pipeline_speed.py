@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -204,7 +203,6 @@ def main(argv: list[str] | None = None) -> None:
         "versions": system["versions"],
         "git commit": system["git_commit"],
         "load average at start": system["load_average"],
-        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
     }
     notes = [
         "ms/frame: median over the clip's frames after the first, median over rounds; decode excluded unless stated",
@@ -225,5 +223,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     main()

@@ -45,12 +45,6 @@ class HeadOutputs:
     expression_probs: np.ndarray | None
     live: np.ndarray | None
 
-    def __len__(self) -> int:
-        for v in (self.embedding, self.landmarks, self.expression_probs, self.live):
-            if v is not None:
-                return len(v)
-        return 0
-
 
 @dataclass
 class FaceResult:

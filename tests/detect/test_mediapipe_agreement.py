@@ -90,13 +90,14 @@ def disagreement(ours: list[Face], theirs: list[Face]) -> str | None:
     return None
 
 
+@pytest.mark.parametrize("model", ["short", "full"])
 @pytest.mark.parametrize("name", list(photos.PHOTOS))
-def test_short_range_agrees_with_mediapipe(name: str, mediapipe, available_photos) -> None:
+def test_agrees_with_mediapipe(name: str, model: str, mediapipe, available_photos) -> None:
     if name not in available_photos:
         pytest.skip(photos.why_missing(name))
-    ours = _detector("short").detect(available_photos[name])
-    problem = disagreement(ours, mediapipe["short"][name])
-    assert problem is None, f"{name}: {problem}"
+    ours = _detector(model).detect(available_photos[name])
+    problem = disagreement(ours, mediapipe[model][name])
+    assert problem is None, f"{name} ({model} range): {problem}"
 
 
 def test_the_photos_have_faces_for_both(mediapipe) -> None:
@@ -124,13 +125,4 @@ def test_full_range_processing_reproduces_mediapipe(name: str, mediapipe, availa
     idx = ref[f"{name}_index"].astype(np.int64)
     reg[idx], logits[idx, 0] = ref[f"{name}_regressors"], ref[f"{name}_logits"]
     problem = disagreement(det.postprocess(reg, logits, matrix), mediapipe["full"][name])
-    assert problem is None, f"{name}: {problem}"
-
-
-@pytest.mark.parametrize("name", list(photos.PHOTOS))
-def test_full_range_agrees_with_mediapipe(name: str, mediapipe, available_photos) -> None:
-    if name not in available_photos:
-        pytest.skip(photos.why_missing(name))
-    ours = _detector("full").detect(available_photos[name])
-    problem = disagreement(ours, mediapipe["full"][name])
     assert problem is None, f"{name}: {problem}"

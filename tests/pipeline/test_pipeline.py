@@ -58,11 +58,11 @@ def test_scripted_clip_tracks_identifies_and_ends_tracks(tracked, clip):
     "(ACER 33.5 %), and 0.75 on the clip's print vs 0.75-0.83 on the live faces; strict, so a better student flags it",
 )
 def test_spoof_face_scores_below_every_live_face(tracked, clip):
+    from facetx.data.synthetic.video import match_detections
+
     _, results = tracked
     per_actor: dict[tuple[int, bool], list[float]] = {}
     for r, t in zip(results, clip.truth, strict=True):
-        from facetx.data.synthetic.video import match_detections
-
         boxes = np.array([f.box for f in r.faces]).reshape(-1, 4)
         eyes = np.array([f.keypoints[:2] for f in r.faces]).reshape(-1, 2, 2)
         for tf, j in zip(t.faces, match_detections(t.faces, boxes, eyes), strict=True):
@@ -74,7 +74,7 @@ def test_spoof_face_scores_below_every_live_face(tracked, clip):
     assert max(spoof) < 0.5 <= min(live), per_actor
 
 
-def test_landmark_tracking_beats_no_smoothing_on_jitter(student: Path, clip):
+def test_one_euro_filter_reduces_landmark_jitter(student: Path, clip):
     """One Euro on vs off, measured: the smoothed landmarks move less from frame to frame on the still-ish mover."""
     jitter = {}
     for enabled in (True, False):
