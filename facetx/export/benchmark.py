@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,20 +16,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from facetx.runtime.sessions import make_session
+from facetx.runtime.sessions import OrtRunner, Runner, make_session
 from facetx.runtime.system import cpu_model, load_average
 from facetx.runtime.timing import (
     Timing,
     count_gflops,
     count_params,
     cpu_ms_per_call,
-    ort_call,
     paired_ratio,
+    runner_call,
     time_interleaved,
     torch_call,
 )
 
 log = logging.getLogger(__name__)
+
+#: timed on the GPU with CUDA events, not in the interleaved CPU loop
+GPU_RUNTIMES = ("tensorrt",)
 
 
 @dataclass
@@ -42,6 +45,14 @@ class BenchCase:
     module: nn.Module | None = None
     path: Path | None = None
     batches: tuple[int, ...] | None = None
+    #: builds the case's :class:`~facetx.runtime.sessions.Runner`; its argument says whether idle threads may spin
+    #: (False for the CPU-time pass). None: an ONNX Runtime session on ``path``.
+    factory: Callable[[bool], Runner] | None = None
+
+    def runner(self, threads: int | None, spinning: bool = True) -> Runner:
+        if self.factory is not None:
+            return self.factory(spinning)
+        return OrtRunner(make_session(self.path, threads, spinning=spinning))
 
     @property
     def name(self) -> str:
@@ -54,6 +65,8 @@ def _tile(images: np.ndarray, batch: int) -> np.ndarray:
 
 
 def _size_mb(case: BenchCase) -> float:
+    if case.path is not None and case.path.is_dir():  # a bundle (.mlpackage, OpenVINO IR pair)
+        return sum(f.stat().st_size for f in case.path.rglob("*") if f.is_file()) / 1e6
     if case.path is not None:
         return case.path.stat().st_size / 1e6
     return sum(t.numel() * t.element_size() for t in case.module.state_dict().values()) / 1e6
@@ -88,34 +101,31 @@ def benchmark(
     params_m = count_params(net) / 1e6
     gflops = count_gflops(net, input_size)
     rows = []
-    sessions = {c.name: make_session(c.path, threads) for c in cases if c.runtime == "onnxruntime"}
+    runners = {c.name: c.runner(threads) for c in cases if c.runtime not in GPU_RUNTIMES and c.module is None}
     for batch in batches:
         x = _tile(images, int(batch))
         todo = [c for c in cases if c.batches is None or batch in c.batches]
-        cpu = [c for c in todo if c.runtime in ("torch", "onnxruntime")]
+        cpu = [c for c in todo if c.runtime not in GPU_RUNTIMES]
         fns = {}
         for c in cpu:
-            if c.runtime == "torch":
+            if c.module is not None:
                 fns[c.name] = torch_call(c.module.eval(), torch.from_numpy(x))
             else:
-                fns[c.name] = ort_call(sessions[c.name], x)
+                fns[c.name] = runner_call(runners[c.name], x)
         timings: dict[str, Timing] = {}
         samples: dict[str, np.ndarray] = {}
         load = load_average()
         if fns:
             w, n = _plan_runs(fns, warmup, runs, min_runs, seconds_per_case)
             timings, samples = time_interleaved(fns, batch=int(batch), warmup=w, runs=n, block=max(1, min(5, n // 10)))
-        # the load-independent view: CPU time per call without spin-waiting (fresh non-spinning ORT sessions)
+        # the load-independent view: CPU time per call without spin-waiting (fresh non-spinning runners)
         cpu_ms = {}
         for c in cpu:
-            if c.runtime == "onnxruntime":
-                fn = ort_call(make_session(c.path, threads, spinning=False), x)
-            else:
-                fn = fns[c.name]
+            fn = fns[c.name] if c.module is not None else runner_call(c.runner(threads, spinning=False), x)
             cpu_ms[c.name] = cpu_ms_per_call(fn, runs=max(2, min(n, 20)))
         gpu_name = None
         for c in todo:
-            if c.runtime == "tensorrt":
+            if c.runtime in GPU_RUNTIMES:
                 from facetx.export.tensorrt import TrtRunner, time_engine
 
                 secs = time_engine(
@@ -144,7 +154,7 @@ def benchmark(
                 "cpu_ms": round(cpu_ms[c.name], 3) if c.name in cpu_ms else None,
                 "runs": t.runs,
                 "load_avg": round(load, 2),
-                "device": gpu_name if c.runtime == "tensorrt" else f"cpu ({cpu_model()})",
+                "device": gpu_name if c.runtime in GPU_RUNTIMES else f"cpu ({cpu_model()})",
             }
             if ref is not None and c.name in samples:
                 row["speed_vs_ort_fp32"] = round(paired_ratio(samples[ref], samples[c.name]), 3)

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from facetx.export.benchmark import BenchCase
 from facetx.quant.int8 import Int8Result
 
 
@@ -66,3 +67,11 @@ class Calibration(StageOutput):
     (file name -> key -> value), also ``report["files"]``."""
 
     metadata: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class RuntimeStage(StageOutput):
+    """A runtime of ``conf/runtime/`` (:mod:`facetx.export.runtimes`): its artifacts, held-out ``metrics`` keyed
+    ``<runtime>/<precision>``, and the benchmark ``cases`` that time them beside ONNX Runtime."""
+
+    cases: list[BenchCase] = field(default_factory=list)

@@ -1,6 +1,7 @@
 """``export.py`` as named stages with typed hand-offs.
 
     load_source ─► onnx_stage (+ parity) ─► evaluate_stage ─► int8_stage ─► tensorrt_stage
+                ─► runtime stages (conf/runtime/: openvino, tflite, coreml; facetx.export.runtimes)
                 ─► calibration_stage (thresholds into the metadata) ─► benchmark_stage ─► write_outputs
 
 Each stage is a function of its inputs (keyword arguments, settings dataclasses from :mod:`facetx.export.settings`)
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +24,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from facetx.export.benchmark import BenchCase, benchmark
 from facetx.export.calibration import calibration_stage
-from facetx.export.contracts import OnnxArtifacts, Source, StageOutput
+from facetx.export.contracts import OnnxArtifacts, RuntimeStage, Source, StageOutput
 from facetx.export.data import ExportData, build_export_data
 from facetx.export.metadata import build_metadata, model_fingerprint
 from facetx.export.onnx_export import ExportWrapper, export_onnx, head_names
 from facetx.export.parity import check_parity
+from facetx.export.runtimes import runtime_choices
 from facetx.export.settings import BenchSettings, EvalSettings, ExportSettings, QuantSettings, settings_from
 from facetx.runtime.sessions import OrtPredictor, make_session
 from facetx.runtime.system import system_summary
@@ -35,15 +38,6 @@ from facetx.training.checkpoint import checkpoint_role, load_face_net
 from facetx.training.evaluation import evaluate
 
 log = logging.getLogger(__name__)
-
-#: metrics key -> (runtime, precision) of the benchmark rows
-RUNS = {
-    "torch/fp32": ("torch", "fp32"),
-    "onnxruntime/fp32": ("onnxruntime", "fp32"),
-    "onnxruntime/int8": ("onnxruntime", "int8"),
-    "tensorrt/fp16": ("tensorrt", "fp16"),
-    "tensorrt/int8": ("tensorrt", "int8"),
-}
 
 TABLE_NOTES = (
     "p50/p95: wall-clock latency per call (batch images), after warm-up; CPU runtimes of one batch size are timed in "
@@ -166,8 +160,10 @@ def benchmark_stage(
     settings: BenchSettings,
     export: ExportSettings,
     threads: int | None,
+    extra: Sequence[BenchCase] = (),
 ) -> list[dict[str, object]]:
-    """The table rows: torch eager, ORT FP32 (+ fixed batch 1), ORT INT8, TensorRT where built."""
+    """The table rows: torch eager, ORT FP32 (+ fixed batch 1), ORT INT8, TensorRT where built, then ``extra`` (the
+    other runtimes' cases), all timed in one interleaved loop per batch size."""
     graph = "dynamic" if export.dynamic_batch else "fixed"
     cases = [
         BenchCase("torch", "fp32", "eager", module=ExportWrapper(source.net, source.names)),
@@ -182,6 +178,7 @@ def benchmark_stage(
             largest = export.trt_max_batch if export.dynamic_batch else export.batch_size
             fits = tuple(b for b in settings.batches if b <= largest)
             cases.append(BenchCase("tensorrt", precision, "engine", path=paths[f"trt_{precision}"], batches=fits))
+    cases += extra
     return benchmark(
         cases,
         source.net,
@@ -199,7 +196,7 @@ def benchmark_stage(
 def table_rows(rows: list[dict[str, object]], metrics: dict[str, dict[str, float]], common: dict[str, object]) -> None:
     """Add the run context and each row's held-out metrics (by runtime and precision) to the benchmark rows."""
     columns = {k for m in metrics.values() for k in metric_columns(m)}
-    by_run = {v: metrics.get(k, {}) for k, v in RUNS.items()}
+    by_run = {tuple(k.split("/", 1)): m for k, m in metrics.items()}  # "<runtime>/<precision>" keys
     for r in rows:
         r.update(common)
         m = by_run.get((r["runtime"], r["precision"]), {})
@@ -261,6 +258,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     quant = settings_from(QuantSettings, OmegaConf.to_container(cfg.quant, resolve=True), "quant")
     bench = settings_from(BenchSettings, OmegaConf.to_container(cfg.bench, resolve=True), "bench")
     held_out = settings_from(EvalSettings, OmegaConf.to_container(cfg.eval, resolve=True), "eval")
+    runtimes = runtime_choices(OmegaConf.to_container(cfg.get("runtime"), resolve=True))
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     threads = int(cfg.threads) if cfg.get("threads") else None
@@ -329,6 +327,22 @@ def export(cfg: DictConfig) -> dict[str, Any]:
             real=real,
         )
         _absorb(trt, "tensorrt", paths=paths, metrics=metrics, report=report, notes=notes)
+    cases: list[BenchCase] = []
+    for choice in runtimes:
+        stage: RuntimeStage = choice.module.run_stage(
+            source=source,
+            data=data,
+            onnx=onnx,
+            int8=int8,
+            out=out,
+            settings=choice.settings,
+            eval_batch_size=held_out.batch_size,
+            real=real,
+            threads=threads,
+            seed=seed,
+        )
+        _absorb(stage, choice.name, paths=paths, metrics=metrics, report=report, notes=notes)
+        cases += stage.cases
     if int8 is not None and not quant.keep_work:
         shutil.rmtree(int8.work, ignore_errors=True)
     # thresholds are known only now that every runtime's held-out metrics are in
@@ -337,7 +351,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     )
     _absorb(calibration, "calibration", paths=paths, metrics=metrics, report=report, notes=notes)
 
-    rows = benchmark_stage(source, paths, real, settings=bench, export=settings, threads=threads)
+    rows = benchmark_stage(source, paths, real, settings=bench, export=settings, threads=threads, extra=cases)
     common = {
         "model": source.label,
         "threads": threads or "default",

@@ -1,11 +1,12 @@
-"""ONNX Runtime sessions, a predictor that looks like the torch network to ``facetx.training.evaluation.evaluate``,
-and the ``metadata_props`` of an ONNX model (what export and INT8 write, what a runtime reads back)."""
+"""The :class:`Runner` interface every runtime implements, ONNX Runtime sessions behind it, a predictor that looks
+like the torch network to ``facetx.training.evaluation.evaluate``, and the ``metadata_props`` of an ONNX model (what
+export and INT8 write, what a runtime reads back)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -50,11 +51,18 @@ def make_session(
     return ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
 
 
-class OrtPredictor:
-    """``predict(images [B, 3, H, W] float tensor in [0, 1])`` -> ``{output name: torch tensor}`` via ONNX Runtime.
+class Runner(Protocol):
+    """One runtime's loaded model: ``run(images float32 [B, 3, H, W] in [0, 1])`` -> the outputs, in
+    ``output_names`` order. ``fixed_batch``: the only batch size the model takes (None: any)."""
 
-    A model with a fixed batch size is fed in chunks of that size (the last chunk padded), so any batch works.
-    """
+    output_names: list[str]
+    fixed_batch: int | None
+
+    def run(self, images: np.ndarray) -> list[np.ndarray]: ...
+
+
+class OrtRunner:
+    """:class:`Runner` over an ``onnxruntime.InferenceSession`` (see :func:`make_session`)."""
 
     def __init__(self, session: object) -> None:
         self.session = session
@@ -66,6 +74,22 @@ class OrtPredictor:
 
     def run(self, images: np.ndarray) -> list[np.ndarray]:
         return self.session.run(self.output_names, {self.input_name: images})
+
+
+class Predictor:
+    """``predict(images [B, 3, H, W] float tensor in [0, 1])`` -> ``{output name: torch tensor}`` through any
+    :class:`Runner`: what ``facetx.training.evaluation.evaluate`` and the parity check call in place of the network.
+
+    A runner with a fixed batch size is fed in chunks of that size (the last chunk padded), so any batch works.
+    """
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.output_names = list(runner.output_names)
+        self.fixed_batch = runner.fixed_batch
+
+    def run(self, images: np.ndarray) -> list[np.ndarray]:
+        return self.runner.run(images)
 
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         x = images.detach().cpu().float().contiguous().numpy()
@@ -81,6 +105,14 @@ class OrtPredictor:
                 chunks.append(self.run(part))
             outs = [np.concatenate([c[j] for c in chunks])[:n] for j in range(len(self.output_names))]
         return {name: torch.from_numpy(np.asarray(o)) for name, o in zip(self.output_names, outs, strict=True)}
+
+
+class OrtPredictor(Predictor):
+    """:class:`Predictor` over an ONNX Runtime session."""
+
+    def __init__(self, session: object) -> None:
+        super().__init__(OrtRunner(session))
+        self.session = session
 
 
 def set_metadata(model: onnx.ModelProto, props: Mapping[str, str]) -> None:

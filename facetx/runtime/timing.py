@@ -116,6 +116,12 @@ def ort_call(session: object, images: np.ndarray) -> Callable[[], object]:
     return lambda: session.run(None, feed)
 
 
+def runner_call(runner: object, images: np.ndarray) -> Callable[[], object]:
+    """A zero-argument ``runner.run`` on ``images`` (any :class:`~facetx.runtime.sessions.Runner`)."""
+    x = np.ascontiguousarray(images, dtype=np.float32)
+    return lambda: runner.run(x)
+
+
 def count_params(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 

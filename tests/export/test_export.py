@@ -17,27 +17,9 @@ from facetx.export.parity import ParityError, check_parity
 from facetx.export.tensorrt import unavailable_reason
 from facetx.runtime.sessions import OrtPredictor, make_session
 from facetx.training.checkpoint import CONFIG_KEY, load_checkpoint
-from facetx.training.run import train
-from tests.conftest import FAST, compose_config
+from tests.export.conftest import QUICK_INT8, export_cfg
 
 HEADS = ["embedding", "landmarks", "expression_logits", "spoof_logits"]
-#: a quick export: few parity images, one tiny benchmark pass
-QUICK = ["export.parity_images=8", "bench.batches=[1]", "bench.runs=3", "bench.min_runs=2", "bench.warmup=1",
-         "bench.seconds_per_case=0.1", "eval.batch_size=20"]  # fmt: skip
-#: a small INT8 stage: one calibration batch, short latency pass, few ranked nodes
-QUICK_INT8 = ["quant.calibration_batches=1", "quant.calibration_batch_size=8", "quant.latency_runs=4",
-              "quant.sensitivity_images=8", "quant.max_sensitivity_nodes=4"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("tiny_train")
-    train(compose_config("train", [*FAST, "model=tiny"], out))
-    return out / "checkpoints" / "last.ckpt"
-
-
-def _export_cfg(tmp_path: Path, ckpt: Path, overrides: list[str]):
-    return compose_config("export", [f"ckpt_path={ckpt}", *QUICK, *overrides], tmp_path)
 
 
 def _images(n: int, seed: int = 0) -> torch.Tensor:
@@ -48,7 +30,7 @@ def _images(n: int, seed: int = 0) -> torch.Tensor:
 def fp32_export(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """One FP32-only export (TensorRT asked for: here it must be skipped with a reason, the rest proceeds)."""
     out = tmp_path_factory.mktemp("export_fp32")
-    report = pipeline.export(_export_cfg(out, tiny_ckpt, ["quant=none", "export.tensorrt=true"]))
+    report = pipeline.export(export_cfg(out, tiny_ckpt, ["quant=none", "export.tensorrt=true"]))
     return out, report
 
 
@@ -117,7 +99,7 @@ def test_benchmark_rows_state_threads_isa_and_versions(fp32_export: tuple[Path, 
 
 
 def test_int8_export_reports_both_precisions(tiny_ckpt: Path, tmp_path: Path) -> None:
-    report = pipeline.export(_export_cfg(tmp_path, tiny_ckpt, QUICK_INT8))
+    report = pipeline.export(export_cfg(tmp_path, tiny_ckpt, QUICK_INT8))
     assert (tmp_path / "model.int8.onnx").is_file()
     onnx.checker.check_model(onnx.load(str(tmp_path / "model.int8.onnx")), full_check=True)
     fp32, int8 = report["metrics"]["onnxruntime/fp32"], report["metrics"]["onnxruntime/int8"]
@@ -153,7 +135,7 @@ def test_broken_parity_fails_the_export(tiny_ckpt: Path, tmp_path: Path, monkeyp
         check_parity(net, OrtPredictor(make_session(tmp_path / "broken.onnx")), [_images(4)], names)
     monkeypatch.setattr(pipeline, "ExportWrapper", _Broken)
     with pytest.raises(ParityError, match="embedding"):
-        pipeline.export(_export_cfg(tmp_path / "run", tiny_ckpt, ["quant=none"]))
+        pipeline.export(export_cfg(tmp_path / "run", tiny_ckpt, ["quant=none"]))
 
 
 def test_fixed_batch_export_and_opset(tiny_ckpt: Path, tmp_path: Path) -> None:
@@ -189,7 +171,7 @@ def test_tensorrt_engines(tiny_ckpt: Path, tmp_path: Path) -> None:
     reason = unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
-    cfg = _export_cfg(tmp_path, tiny_ckpt, ["export.tensorrt=true", *QUICK_INT8])
+    cfg = export_cfg(tmp_path, tiny_ckpt, ["export.tensorrt=true", *QUICK_INT8])
     with open_dict(cfg):
         cfg.export.trt_opt_batch, cfg.export.trt_max_batch = 8, 32
     report = pipeline.export(cfg)
