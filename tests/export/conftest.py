@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
 
+from facetx.export import pipeline
 from facetx.training.run import train
 from tests.conftest import FAST, compose_config
 
@@ -28,3 +30,15 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def export_cfg(tmp_path: Path, ckpt: Path, overrides: list[str]):
     """The real ``conf/export.yaml`` on ``ckpt`` with the quick settings and ``overrides``, into ``tmp_path``."""
     return compose_config("export", [f"ckpt_path={ckpt}", *QUICK, *overrides], tmp_path)
+
+
+#: every runtime of conf/runtime/ whose optional dependency is installed here
+RUNTIMES = ["onnxruntime", *(n for n in ("openvino",) if importlib.util.find_spec(n) is not None)]
+
+
+@pytest.fixture(scope="session")
+def int8_export(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """One export of ``tiny_ckpt`` with INT8 (the quick settings) and every installed runtime: the run dir and its
+    report. Shared by the INT8, calibration and runtime tests (each export costs tens of seconds on 2 cores)."""
+    out = tmp_path_factory.mktemp("export_int8")
+    return out, pipeline.export(export_cfg(out, tiny_ckpt, [f"runtime=[{','.join(RUNTIMES)}]", *QUICK_INT8]))

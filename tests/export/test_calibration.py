@@ -18,16 +18,14 @@ from facetx.export.calibration import FAR, landmark_template, verification_thres
 from facetx.export.data import build_export_data
 from facetx.export.metadata import model_fingerprint
 from facetx.runtime.sessions import OrtPredictor, make_session
-from tests.export.test_export import QUICK_INT8, _export_cfg, tiny_ckpt  # noqa: F401  (tiny_ckpt: a fixture)
 
 FILES = ("model.onnx", "model.b1.onnx", "model.int8.onnx")
 
 
 @pytest.fixture(scope="module")
-def calibrated(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:  # noqa: F811
-    """One export with INT8 (the quick settings of test_export), so all three ONNX files are written."""
-    out = tmp_path_factory.mktemp("export_calibrated")
-    return out, pipeline.export(_export_cfg(out, tiny_ckpt, QUICK_INT8))
+def calibrated(int8_export: tuple[Path, dict]) -> tuple[Path, dict]:
+    """The shared INT8 export (tests/export/conftest.py), so all three ONNX files are written."""
+    return int8_export
 
 
 def _meta(path: Path) -> dict[str, str]:

@@ -98,8 +98,8 @@ def test_benchmark_rows_state_threads_isa_and_versions(fp32_export: tuple[Path, 
         assert col in header
 
 
-def test_int8_export_reports_both_precisions(tiny_ckpt: Path, tmp_path: Path) -> None:
-    report = pipeline.export(export_cfg(tmp_path, tiny_ckpt, QUICK_INT8))
+def test_int8_export_reports_both_precisions(int8_export: tuple[Path, dict]) -> None:
+    tmp_path, report = int8_export
     assert (tmp_path / "model.int8.onnx").is_file()
     onnx.checker.check_model(onnx.load(str(tmp_path / "model.int8.onnx")), full_check=True)
     fp32, int8 = report["metrics"]["onnxruntime/fp32"], report["metrics"]["onnxruntime/int8"]

@@ -1,0 +1,124 @@
+"""The OpenVINO runtime of ``export.py`` (``runtime=[onnxruntime,openvino]``): FP32, INT8 and BF16 on the CPU plugin.
+
+No new files: OpenVINO compiles our ONNX files directly (``model.onnx``; ``model.int8.onnx``, whose Q/DQ nodes it runs
+as int8 kernels), so every OpenVINO row has the metadata, threshold and fingerprint of the file it read. FP32 must
+match PyTorch like the ONNX file does (cosine >= ``parity_min_cosine``); INT8 and BF16 are judged by their held-out
+metrics. BF16 runs only where OpenVINO reports the ``BF16`` capability (AMX or AVX512_BF16): elsewhere it would be
+emulated, slower than FP32, so the stage notes why it skipped it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from facetx.errors import ConfigError
+from facetx.export.benchmark import BenchCase
+from facetx.export.contracts import Int8Stage, OnnxArtifacts, RuntimeStage, Source
+from facetx.export.data import ExportData
+from facetx.export.parity import check_parity
+from facetx.runtime.openvino import OpenVinoRunner, cpu_capabilities, openvino_missing
+from facetx.runtime.sessions import Predictor
+from facetx.training.evaluation import evaluate
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "int8", "bf16")
+HINTS = ("LATENCY", "THROUGHPUT")
+
+
+@dataclass(frozen=True)
+class OpenVinoSettings:
+    """``conf/runtime/openvino.yaml``."""
+
+    precisions: tuple[str, ...] = PRECISIONS
+    performance_hint: str = "LATENCY"
+    parity_min_cosine: float = 0.9999
+
+    def __post_init__(self) -> None:
+        bad = [p for p in self.precisions if p not in PRECISIONS]
+        if bad:
+            raise ConfigError(f"runtime.openvino.precisions: {bad} unknown; expected among {list(PRECISIONS)}")
+        if self.performance_hint not in HINTS:
+            raise ConfigError(
+                f"runtime.openvino.performance_hint={self.performance_hint!r}: expected one of {list(HINTS)}"
+            )
+        object.__setattr__(self, "precisions", tuple(self.precisions))
+
+
+SETTINGS = OpenVinoSettings
+
+
+def missing() -> str | None:
+    return openvino_missing()
+
+
+def _sources(onnx: OnnxArtifacts, int8: Int8Stage | None, wanted: tuple[str, ...]) -> tuple[dict[str, Path], list]:
+    """precision -> the ONNX file OpenVINO reads for it, and the notes on what cannot run here."""
+    notes = []
+    files: dict[str, Path] = {}
+    for precision in wanted:
+        if precision == "int8":
+            if int8 is None or "int8" not in int8.paths:
+                notes.append("openvino/int8 skipped: it reads model.int8.onnx, which quant=none did not write")
+                continue
+            files["int8"] = int8.paths["int8"]
+        elif precision == "bf16" and "BF16" not in cpu_capabilities():
+            notes.append(
+                "openvino/bf16 skipped: this CPU has no native BF16 (OpenVINO capabilities "
+                f"{sorted(cpu_capabilities())}; it needs AMX or AVX512_BF16), emulation would be slower than FP32"
+            )
+        else:
+            files[precision] = onnx.paths["fp32"]
+    return files, notes
+
+
+def run_stage(
+    *,
+    source: Source,
+    data: ExportData,
+    onnx: OnnxArtifacts,
+    int8: Int8Stage | None,
+    out: Path,
+    settings: OpenVinoSettings,
+    eval_batch_size: int,
+    real: torch.Tensor,
+    threads: int | None,
+    seed: int,
+) -> RuntimeStage:
+    """Compile each precision, check FP32 parity with PyTorch, evaluate every precision on the held-out sets."""
+    del out, seed  # nothing written, nothing drawn
+    files, notes = _sources(onnx, int8, settings.precisions)
+    for note in notes:
+        log.info(note)
+    stage = RuntimeStage(notes=notes)
+    report: dict[str, Any] = {"files": {}, "compile_s": {}, "capabilities": sorted(cpu_capabilities())}
+    for precision, path in files.items():
+        t0 = time.perf_counter()
+        runner = OpenVinoRunner(path, threads, precision, settings.performance_hint)
+        predictor = Predictor(runner)
+        if precision == "fp32":
+            batches = [b for b in (real[:1], real[1:4], real[4:]) if len(b)]
+            report["parity"] = check_parity(
+                source.net, predictor, batches, source.names, settings.parity_min_cosine, f"openvino {path.name}"
+            )
+        stage.metrics[f"openvino/{precision}"] = evaluate(predictor, data.report, batch_size=eval_batch_size)
+        report["files"][precision] = path.name
+        report["compile_s"][precision] = round(time.perf_counter() - t0, 2)
+        stage.cases.append(
+            BenchCase(
+                "openvino",
+                precision,
+                "static-per-batch",
+                path=path,
+                factory=lambda spinning, p=path, q=precision: OpenVinoRunner(p, threads, q, settings.performance_hint),
+            )
+        )
+        log.info("openvino/%s on %s: %s", precision, path.name, stage.metrics[f"openvino/{precision}"])
+    stage.report = report
+    return stage

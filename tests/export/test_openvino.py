@@ -1,0 +1,81 @@
+"""runtime=[onnxruntime,openvino]: OpenVINO reads the exported ONNX files, matches PyTorch, is evaluated and timed."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facetx.errors import ConfigError
+from facetx.export import runtimes
+from facetx.runtime.openvino import OpenVinoRunner, cpu_capabilities
+from facetx.runtime.sessions import OrtRunner, make_session
+
+pytest.importorskip("openvino", reason="the openvino extra is not installed (pip install -e '.[openvino]')")
+
+
+@pytest.fixture(scope="module")
+def ov_export(int8_export: tuple[Path, dict]) -> tuple[Path, dict]:
+    """The shared INT8 export (tests/export/conftest.py), which runs every installed runtime."""
+    return int8_export
+
+
+def test_openvino_fp32_matches_pytorch_and_every_precision_is_evaluated(ov_export: tuple[Path, dict]) -> None:
+    _, report = ov_export
+    parity = report["openvino"]["parity"]
+    assert set(parity) == {"embedding", "landmarks", "expression_logits", "spoof_logits"}
+    assert min(s["min_cosine"] for s in parity.values()) >= 0.9999
+    metrics = report["metrics"]
+    assert "openvino/fp32" in metrics and "openvino/int8" in metrics
+    # the same file in two runtimes: FP32 held-out metrics agree closely
+    ort, ov = metrics["onnxruntime/fp32"], metrics["openvino/fp32"]
+    assert ov.keys() == ort.keys()
+    assert all(abs(ov[k] - ort[k]) < 0.02 for k in ort if k.endswith(("/acc", "/nme")))
+    if "BF16" in cpu_capabilities():
+        assert "openvino/bf16" in metrics
+    else:
+        assert "openvino/bf16" not in metrics
+        assert any("openvino/bf16 skipped" in n and "BF16" in n for n in report["notes"])
+
+
+def test_openvino_rows_sit_in_the_same_benchmark_table(ov_export: tuple[Path, dict]) -> None:
+    out, _ = ov_export
+    rows = list(csv.DictReader((out / "benchmark.csv").open()))
+    ov = [r for r in rows if r["runtime"] == "openvino"]
+    assert {r["precision"] for r in ov} == {"fp32", "int8"}
+    for r in ov:
+        assert float(r["p50_ms"]) > 0 and float(r["speed_vs_ort_fp32"]) > 0 and r["isa_flags"]
+        assert r["recognition/acc"] and r["landmarks/nme"]  # the held-out metrics of that runtime and precision
+    assert "openvino" in (out / "benchmark.md").read_text()
+    assert json.loads((out / "report.json").read_text())["openvino"]["files"]["int8"] == "model.int8.onnx"
+
+
+def test_openvino_int8_reads_the_qdq_file_and_compiles_per_batch(ov_export: tuple[Path, dict]) -> None:
+    out, _ = ov_export
+    x = np.random.default_rng(0).random((3, 3, 112, 112), dtype=np.float32)
+    ov = OpenVinoRunner(out / "model.int8.onnx", threads=1, precision="int8")
+    ort = OrtRunner(make_session(out / "model.int8.onnx", threads=1))
+    assert ov.output_names == ort.output_names and ov.fixed_batch is None
+    got, want = ov.run(x), ort.run(x)
+    emb = [g / np.linalg.norm(g, axis=1, keepdims=True) for g in (got[0], want[0])]
+    assert (emb[0] * emb[1]).sum(axis=1).min() > 0.98  # two int8 kernel sets, one quantized graph
+    assert ov.run(x[:1])[0].shape == (1, want[0].shape[1]) and sorted(ov._requests) == [1, 3]
+
+
+def test_runtime_list_errors_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match=r"runtime: unknown runtime\(s\) \['tensorflow'\]"):
+        runtimes.runtime_choices({"onnxruntime": {}, "tensorflow": {}})
+    with pytest.raises(ConfigError, match="onnxruntime is missing"):
+        runtimes.runtime_choices({"openvino": {}})
+    with pytest.raises(ConfigError, match=r"runtime.openvino: unknown key\(s\) \['precision'\]"):
+        runtimes.runtime_choices({"onnxruntime": {}, "openvino": {"precision": "fp32"}})
+    with pytest.raises(ConfigError, match=r"runtime.openvino.precisions: \['fp8'\] unknown"):
+        runtimes.runtime_choices({"onnxruntime": {}, "openvino": {"precisions": ["fp8"]}})
+    import facetx.export.openvino_stage as stage
+
+    monkeypatch.setattr(stage, "openvino_missing", lambda: "the openvino package is not installed (x)")
+    with pytest.raises(ConfigError, match=r"^runtime=openvino: the openvino package is not installed"):
+        runtimes.runtime_choices({"onnxruntime": {}, "openvino": {}})
