@@ -108,7 +108,9 @@ def _fps(ms: float) -> float:
     return 1e3 / ms if ms > 0 else float("nan")
 
 
-def bench_clip(clip: BenchClip, model: str, threads: int, rounds: int, work: Path) -> tuple[list[dict], list[dict]]:
+def bench_clip(
+    clip: BenchClip, model: str, threads: int, rounds: int, work: Path, runtime: str = "onnxruntime"
+) -> tuple[list[dict], list[dict]]:
     from facetx.bench.mediapipe_peer import run_peer
     from facetx.detect import FaceDetector
     from facetx.pipeline.model import FaceModel
@@ -116,7 +118,7 @@ def bench_clip(clip: BenchClip, model: str, threads: int, rounds: int, work: Pat
     from facetx.pipeline.tracker import Tracker
 
     dec = decode_ms(clip, work)
-    net = FaceModel(model, threads=threads)
+    net = FaceModel(model, threads=threads, runtime=runtime)
     detector = FaceDetector("short", threads=threads)
     pipes = {
         "tracking": FacePipeline(detector, net, Tracker("landmarks", max_faces=clip.faces)),
@@ -171,10 +173,24 @@ def bench_clip(clip: BenchClip, model: str, threads: int, rounds: int, work: Pat
     return rows, stage_rows
 
 
+def net_label(model: str, runtime: str) -> str:
+    """``runtime/precision (file)`` of the artifact the pipeline runs (``best`` resolved through best.json)."""
+    from facetx.pipeline.model import resolve_artifact
+
+    a = resolve_artifact(model, runtime)
+    return f"{a.runtime}/{a.precision or 'file precision'} ({a.file.name})"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="the exported student (model.onnx or model.int8.onnx)")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads of each ONNX Runtime session")
+    p.add_argument(
+        "--runtime",
+        default="onnxruntime",
+        choices=["onnxruntime", "openvino", "tflite", "best"],
+        help="the student's runtime; best: the one export.py measured fastest within its budget (best.json)",
+    )
     p.add_argument("--frames", type=int, default=120)
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds of ours and MediaPipe")
     p.add_argument("--out", default="outputs/bench/pipeline")
@@ -191,11 +207,12 @@ def main(argv: list[str] | None = None) -> None:
     rows, stage_rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for clip in (one_face_clip(args.frames), multi_face_clip(args.frames)):
-            r, s = bench_clip(clip, args.model, args.threads, args.rounds, Path(tmp))
+            r, s = bench_clip(clip, args.model, args.threads, args.rounds, Path(tmp), args.runtime)
             rows += r
             stage_rows += s
     context = {
         "model": args.model,
+        "student runtime": f"{args.runtime}: {net_label(args.model, args.runtime)}",
         "cpu": system["cpu"],
         "ISA flags": " ".join(system["isa_flags"]),
         "threads (ours, per ONNX Runtime session)": args.threads,

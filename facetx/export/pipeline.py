@@ -23,9 +23,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from facetx.export.benchmark import BenchCase, benchmark
+from facetx.export.best import choose_best, write_best
 from facetx.export.calibration import calibration_stage
 from facetx.export.contracts import OnnxArtifacts, RuntimeStage, Source, StageOutput
 from facetx.export.data import ExportData, build_export_data
+from facetx.export.int8_stage import verification_key
 from facetx.export.metadata import build_metadata, model_fingerprint
 from facetx.export.onnx_export import ExportWrapper, export_onnx, head_names
 from facetx.export.parity import check_parity
@@ -152,18 +154,16 @@ def evaluate_stage(
     }
 
 
-def benchmark_stage(
+def bench_cases(
     source: Source,
     paths: dict[str, Path],
-    real: torch.Tensor,
     *,
     settings: BenchSettings,
     export: ExportSettings,
-    threads: int | None,
     extra: Sequence[BenchCase] = (),
-) -> list[dict[str, object]]:
-    """The table rows: torch eager, ORT FP32 (+ fixed batch 1), ORT INT8, TensorRT where built, then ``extra`` (the
-    other runtimes' cases), all timed in one interleaved loop per batch size."""
+) -> list[BenchCase]:
+    """What the table times: torch eager, ORT FP32 (+ fixed batch 1), ORT INT8, TensorRT where built, then ``extra``
+    (the other runtimes' cases)."""
     graph = "dynamic" if export.dynamic_batch else "fixed"
     cases = [
         BenchCase("torch", "fp32", "eager", module=ExportWrapper(source.net, source.names)),
@@ -178,7 +178,18 @@ def benchmark_stage(
             largest = export.trt_max_batch if export.dynamic_batch else export.batch_size
             fits = tuple(b for b in settings.batches if b <= largest)
             cases.append(BenchCase("tensorrt", precision, "engine", path=paths[f"trt_{precision}"], batches=fits))
-    cases += extra
+    return [*cases, *extra]
+
+
+def benchmark_stage(
+    source: Source,
+    cases: Sequence[BenchCase],
+    real: torch.Tensor,
+    *,
+    settings: BenchSettings,
+    threads: int | None,
+) -> list[dict[str, object]]:
+    """The table rows of ``cases``, CPU ones timed in one interleaved loop per batch size."""
     return benchmark(
         cases,
         source.net,
@@ -191,6 +202,43 @@ def benchmark_stage(
         seconds_per_case=settings.seconds_per_case,
         input_size=source.input_size,
     )
+
+
+def best_stage(
+    rows: list[dict[str, object]],
+    cases: Sequence[BenchCase],
+    metrics: dict[str, dict[str, float]],
+    paths: dict[str, Path],
+    *,
+    quant: QuantSettings,
+    out: Path,
+    context: dict[str, object],
+) -> tuple[dict[int, dict[str, Any]], list[str]]:
+    """Choose the fastest deployable artifact per batch size within ``quant.max_drop_pt`` of ORT FP32's verification
+    accuracy, mark its row (``best``), write ``best.json``; returns the choice and the table notes."""
+    files = {(c.runtime, c.precision, c.graph): c.path for c in cases if c.path is not None}
+    metric = verification_key(metrics.get("onnxruntime/fp32", {}), quant.metric)
+    chosen = choose_best(rows, metrics, files, metric, quant.max_drop_pt)
+    by_precision = {"fp32": paths["fp32"], "int8": paths.get("int8", paths["fp32"])}
+    notes = []
+    for batch, c in chosen.items():
+        # the ONNX file whose metadata (threshold, template, fingerprint) describes the artifact
+        c["metadata_file"] = c["file"] if c["file"].endswith(".onnx") else by_precision[c["precision"]].name
+        for r in rows:
+            hit = (r["runtime"], r["precision"], r["graph"], r["batch"]) == (
+                c["runtime"],
+                c["precision"],
+                c["graph"],
+                batch,
+            )
+            r["best"] = "yes" if hit else r.get("best", "")
+        drop = "no accuracy metric" if c["drop_pt"] is None else f"verification drop {c['drop_pt']:+.2f} pt"
+        notes.append(
+            f"best at batch {batch} on this machine: {c['runtime']}/{c['precision']} ({c['file']}), "
+            f"{c['speed_vs_ort_fp32']:.2f}x ORT FP32, {drop} (budget {c['budget_pt']} pt); written to best.json"
+        )
+    write_best(out / "best.json", chosen, context)
+    return chosen, notes
 
 
 def table_rows(rows: list[dict[str, object]], metrics: dict[str, dict[str, float]], common: dict[str, object]) -> None:
@@ -351,7 +399,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     )
     _absorb(calibration, "calibration", paths=paths, metrics=metrics, report=report, notes=notes)
 
-    rows = benchmark_stage(source, paths, real, settings=bench, export=settings, threads=threads, extra=cases)
+    timed = bench_cases(source, paths, settings=bench, export=settings, extra=cases)
+    rows = benchmark_stage(source, timed, real, settings=bench, threads=threads)
     common = {
         "model": source.label,
         "threads": threads or "default",
@@ -364,10 +413,21 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         "source": str(source.ckpt),
     }
     table_rows(rows, metrics, common)
+    best, best_notes = best_stage(
+        rows,
+        timed,
+        metrics,
+        paths,
+        quant=quant,
+        out=out,
+        context={k: common[k] for k in ("model", "threads", "cpu", "isa_flags", "isa_regime", "git_commit")},
+    )
+    notes += best_notes
     report.update(
         metrics={k: {n: round(float(v), 6) for n, v in m.items()} for k, m in metrics.items()},
         files={k: str(p) for k, p in paths.items()},
         benchmark=rows,
+        best={str(b): c for b, c in best.items()},
         notes=notes,
     )
     write_outputs(

@@ -70,7 +70,13 @@ def build_detector(cfg: DictConfig) -> Any:
 def build_model(cfg: DictConfig) -> Any:
     from facetx.pipeline.model import FaceModel
 
-    return FaceModel(cfg.model, threads=cfg.get("threads"), key="model")
+    return FaceModel(
+        cfg.model,
+        threads=cfg.get("threads"),
+        key="model",
+        runtime=cfg.get("runtime") or "onnxruntime",
+        precision=cfg.get("precision"),
+    )
 
 
 def build_gallery(cfg: DictConfig) -> Any:

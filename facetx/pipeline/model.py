@@ -1,4 +1,5 @@
-"""The exported student in ONNX Runtime: reads what export wrote into the metadata, runs crops as one batch.
+"""The exported student in ONNX Runtime, OpenVINO or LiteRT: reads what export wrote into the metadata, runs crops
+as one batch.
 
 A file without facetx's metadata is refused with one line: the pipeline needs the input size, the output names, the
 class names, the landmark template and the calibrated threshold, and guessing any of them gives wrong results quietly.
@@ -6,6 +7,7 @@ class names, the landmark template and the calibrated threshold, and guessing an
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,20 @@ class ModelInfo:
     template: np.ndarray | None
 
 
+#: runtimes the student can run in; ``best`` reads the export's ``best.json`` (facetx.export.best)
+RUNTIMES = ("onnxruntime", "openvino", "tflite", "best")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """The file a runtime runs and the ONNX file whose metadata describes it (the same file but for ``.tflite``)."""
+
+    runtime: str
+    precision: str | None  # None: the file's own (facetx.precision in its metadata)
+    file: Path
+    metadata_file: Path
+
+
 def open_session(path: str | Path, threads: int | None, key: str = "model") -> object:
     """An ONNX Runtime session on ``path`` (pinned threads, no spin-wait); a one-line :class:`ModelFileError` for a
     missing or unreadable file."""
@@ -58,10 +74,68 @@ def open_session(path: str | Path, threads: int | None, key: str = "model") -> o
         raise ModelFileError(f"{key}={path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
 
 
-def read_model_info(session: object, path: str | Path, key: str = "model") -> ModelInfo:
-    """What the pipeline needs from the metadata of the export ``session`` runs; :class:`ModelFileError` if absent."""
+def resolve_artifact(path: str | Path, runtime: str = "onnxruntime", key: str = "model") -> Artifact:
+    """Which file to run where: ``path`` is the artifact itself, or (``runtime=best``) a file or run dir of an export
+    whose ``best.json`` names the fastest artifact measured within the accuracy budget on the exporting machine."""
+    from facetx.export.best import read_best
+
     path = Path(path)
-    meta = session.get_modelmeta().custom_metadata_map
+    if runtime not in RUNTIMES:
+        raise ModelFileError(f"runtime={runtime!r}: expected one of {list(RUNTIMES)}")
+    if runtime == "best":
+        best = (path if path.is_dir() else path.parent) / "best.json"
+        if not best.is_file():
+            raise ModelFileError(
+                f"{key}={path}: runtime=best needs {best} (export.py writes it beside the artifacts it measured)"
+            )
+        c = read_best(best)
+        return Artifact(c["runtime"], c["precision"], best.parent / c["file"], best.parent / c["metadata_file"])
+    if path.is_dir():
+        raise ModelFileError(f"{key}={path}: is a directory; name the file (e.g. {path / 'model.int8.onnx'})")
+    if runtime == "tflite":
+        # model.int8.tflite is described by model.int8.onnx, model.tflite by model.onnx
+        stem = ".int8" if ".int8." in path.name else ""
+        return Artifact(runtime, None, path, path.with_name(f"model{stem}.onnx"))
+    return Artifact(runtime, None, path, path)
+
+
+def read_metadata(path: Path, key: str = "model") -> dict[str, str]:
+    """The ``metadata_props`` of the ONNX file ``path``; a one-line :class:`ModelFileError` if it cannot be read."""
+    import onnx
+
+    if not path.is_file():
+        raise ModelFileError(f"{key}={path}: no such file; expected a facetx ONNX export (export.py writes model.onnx)")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # DecodeError and friends
+        raise ModelFileError(f"{key}={path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def open_runner(artifact: Artifact, threads: int | None, precision: str, key: str = "model") -> object:
+    """The :class:`~facetx.runtime.sessions.Runner` of ``artifact`` (no spin-wait where the runtime has a choice)."""
+    if not artifact.file.is_file():
+        raise ModelFileError(f"{key}={artifact.file}: no such file")
+    if artifact.runtime == "onnxruntime":
+        from facetx.runtime.sessions import OrtRunner
+
+        return OrtRunner(open_session(artifact.file, threads, key))
+    if artifact.runtime == "openvino":
+        from facetx.runtime.openvino import OpenVinoRunner, openvino_missing
+
+        if (reason := openvino_missing()) is not None:
+            raise ModelFileError(f"runtime=openvino: {reason}")
+        return OpenVinoRunner(artifact.file, threads, precision)
+    if importlib.util.find_spec("ai_edge_litert") is None:
+        raise ModelFileError("runtime=tflite: the ai-edge-litert package is not installed; pip install -e '.[tflite]'")
+    from facetx.runtime.litert import LiteRtRunner
+
+    return LiteRtRunner(artifact.file, threads)
+
+
+def read_model_info(meta: dict[str, str], path: str | Path, key: str = "model") -> ModelInfo:
+    """What the pipeline needs from an export's metadata ``meta`` (of ``path``); :class:`ModelFileError` if absent."""
+    path = Path(path)
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise ModelFileError(
@@ -95,21 +169,29 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class FaceModel:
-    """``model(crops uint8 [N, S, S, 3] RGB) -> HeadOutputs``: one ONNX Runtime call per frame for all its faces.
+    """``model(crops uint8 [N, S, S, 3] RGB) -> HeadOutputs``: one runtime call per frame for all its faces.
 
-    ``threads``: intra-op threads of the session (pinned, no spin-wait: the decode thread and the detector share
-    the cores). A fixed-batch export is fed one crop at a time.
+    ``runtime``: ``onnxruntime`` (default), ``openvino``, ``tflite``, or ``best`` (what the export measured fastest
+    within its accuracy budget, from ``best.json`` beside ``path``). ``precision``: OpenVINO's (``bf16`` on a
+    model.onnx; None: the file's own). ``threads``: intra-op threads (pinned, no spin-wait: the decode thread and the
+    detector share the cores). A fixed-batch artifact is fed one crop at a time.
     """
 
-    def __init__(self, path: str | Path, threads: int | None = 1, key: str = "model") -> None:
-        self.session = open_session(path, threads, key)
-        self.info = read_model_info(self.session, path, key)
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int | None = 1,
+        key: str = "model",
+        runtime: str = "onnxruntime",
+        precision: str | None = None,
+    ) -> None:
+        self.artifact = resolve_artifact(path, runtime, key)
+        self.info = read_model_info(read_metadata(self.artifact.metadata_file, key), self.artifact.file, key)
+        self.precision = precision or self.artifact.precision or self.info.precision
+        self.runner = open_runner(self.artifact, threads, self.precision, key)
         self._live = self.info.spoof_classes.index("live") if self.info.spoof_classes else 0
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
-        b = inp.shape[0]
-        self.fixed_batch = b if isinstance(b, int) and b > 0 else None
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.fixed_batch = self.runner.fixed_batch
+        self.output_names = list(self.runner.output_names)
         s = self.info.input_size
         self._buffer = np.zeros((8, 3, s, s), dtype=np.float32)
 
@@ -131,10 +213,16 @@ class FaceModel:
             return HeadOutputs(None, None, None, None)
         x = self._inputs(crops)
         if self.fixed_batch is None:
-            raw = dict(zip(self.output_names, self.session.run(self.output_names, {self.input_name: x}), strict=True))
+            raw = dict(zip(self.output_names, self.runner.run(x), strict=True))
         else:
-            parts = [self.session.run(self.output_names, {self.input_name: x[i : i + 1]}) for i in range(len(x))]
-            raw = {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(self.output_names)}
+            b = self.fixed_batch  # one crop at a time for a batch-1 file; a larger fixed batch is zero-padded
+            parts = []
+            for i in range(0, len(x), b):
+                part = x[i : i + b]
+                if len(part) < b:
+                    part = np.concatenate([part, np.zeros((b - len(part), *part.shape[1:]), part.dtype)])
+                parts.append(self.runner.run(part))
+            raw = {name: np.concatenate([p[j] for p in parts])[: len(x)] for j, name in enumerate(self.output_names)}
         emb = raw.get("embedding")
         if emb is not None:
             emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)

@@ -198,7 +198,8 @@ def test_stages_run_alone_with_typed_hand_offs(tiny_ckpt: Path, tmp_path: Path) 
     metrics = pipeline.evaluate_stage(source, onnx_out, data, batch_size=20, threads=1)
     assert metrics["torch/fp32"].keys() == metrics["onnxruntime/fp32"].keys()
     bench = BenchSettings(batches=(1,), warmup=0, runs=2, min_runs=1, seconds_per_case=0.01)
-    rows = pipeline.benchmark_stage(source, onnx_out.paths, real, settings=bench, export=settings, threads=1)
+    cases = pipeline.bench_cases(source, onnx_out.paths, settings=bench, export=settings)
+    rows = pipeline.benchmark_stage(source, cases, real, settings=bench, threads=1)
     assert {(r["runtime"], r["batch"]) for r in rows} == {("torch", 1), ("onnxruntime", 1)}
 
 
