@@ -29,7 +29,12 @@ FAR = 1e-3
 
 #: ``paths`` key of an ONNX file -> the held-out metrics (``runtime/precision``) measured on that graph: the fixed
 #: batch-1 variant is the FP32 graph at another input shape (parity-checked), so it shares model.onnx's numbers
-THRESHOLD_SOURCES = {"fp32": "onnxruntime/fp32", "fp32_b1": "onnxruntime/fp32", "int8": "onnxruntime/int8"}
+THRESHOLD_SOURCES = {
+    "fp32": "onnxruntime/fp32",
+    "fp32_b1": "onnxruntime/fp32",
+    "int8": "onnxruntime/int8",
+    "openvino_int8": "openvino/int8",  # the Q/DQ file tuned in OpenVINO: its threshold from its OpenVINO metrics
+}
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from facetx.export.benchmark import BenchCase
+from facetx.export.settings import QuantSettings
 from facetx.quant.int8 import Int8Result
 
 
@@ -59,6 +60,7 @@ class Int8Stage(StageOutput):
 
     result: Int8Result | None = None
     work: Path | None = None
+    settings: QuantSettings | None = None  # what built it: another runtime's INT8 pass reuses it
 
 
 @dataclass

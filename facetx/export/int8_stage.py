@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from facetx.export.parity import output_agreement
 from facetx.export.settings import QuantSettings
 from facetx.quant.int8 import build_int8
 from facetx.quant.recipe import choose_recipe
-from facetx.runtime.sessions import OrtPredictor, make_session, set_metadata
+from facetx.runtime.sessions import OrtPredictor, Predictor, Runner, make_session, set_metadata
 from facetx.runtime.system import isa_flags, isa_regime
 from facetx.training.evaluation import evaluate
 
@@ -45,9 +46,19 @@ def int8_stage(
     eval_batch_size: int,
     real: torch.Tensor,
     threads: int | None,
+    runtime: str = "onnxruntime",
+    predictor_for: Callable[[Path], Predictor] | None = None,
+    runner_for: Callable[[Path], Runner] | None = None,
+    filename: str = "model.int8.onnx",
 ) -> Int8Stage:
-    """Recipe from the CPU's ISA, calibration on training images, latency and accuracy passes, held-out metrics."""
+    """Recipe from the CPU's ISA, calibration on training images, latency and accuracy passes, held-out metrics.
+
+    ``runtime``: whose kernels the passes tune for; ``predictor_for`` / ``runner_for`` (path -> predictor / runner)
+    run a candidate there (default: ONNX Runtime). Each runtime gets its own Q/DQ file (``filename``): a node group
+    that INT8 makes slower in one runtime can be faster in another."""
     q = settings
+    if predictor_for is None:
+        predictor_for = lambda path: OrtPredictor(make_session(path, threads))
     fp32_path = onnx.paths["fp32"]
     recipe = choose_recipe(
         recipe=q.recipe,
@@ -65,7 +76,7 @@ def int8_stage(
     )
     calib = data.calibration(q.calibration_batch_size, q.calibration_batches, seed)
     probe = data.probe(q.sensitivity_images, seed)
-    fp32_select = evaluate(OrtPredictor(make_session(fp32_path, threads)), data.select, batch_size=eval_batch_size)
+    fp32_select = evaluate(predictor_for(fp32_path), data.select, batch_size=eval_batch_size)
     key = verification_key(fp32_select, q.metric)
     notes: list[str] = []
     select = None
@@ -74,14 +85,13 @@ def int8_stage(
     else:
 
         def select(path: Path) -> float:
-            predictor = OrtPredictor(make_session(path, threads))
-            return evaluate(predictor, data.select, batch_size=eval_batch_size)[key]
+            return evaluate(predictor_for(path), data.select, batch_size=eval_batch_size)[key]
 
-    work = out / "int8_work"
+    work = out / "int8_work"  # another runtime's pass reuses the calibration cache; its variants overwrite ours
     proxy = ["embedding"] if key and "embedding" in source.names else None
     res = build_int8(
         fp32_path,
-        out / "model.int8.onnx",
+        out / filename,
         work,
         calibration=calib,
         probe=probe,
@@ -95,6 +105,7 @@ def int8_stage(
         latency_runs=q.latency_runs,
         max_nodes=q.max_sensitivity_nodes,
         proxy_outputs=proxy,
+        runner_for=runner_for,
     )
     model = onnx_lib.load(str(res.path))
     set_metadata(
@@ -102,6 +113,7 @@ def int8_stage(
         {
             **onnx.meta,
             "facetx.precision": "int8",
+            "int8.runtime": runtime,
             "int8.recipe": json.dumps(res.recipe.as_dict()),
             "int8.isa_regime": regime,
             "int8.fp32_nodes": json.dumps(res.fp32_nodes),
@@ -109,12 +121,14 @@ def int8_stage(
     )
     onnx_lib.save(model, str(res.path))
 
-    int8_pred = OrtPredictor(make_session(res.path, threads))
-    metrics = {"onnxruntime/int8": evaluate(int8_pred, data.report, batch_size=eval_batch_size)}
+    int8_pred = predictor_for(res.path)
+    metrics = {f"{runtime}/int8": evaluate(int8_pred, data.report, batch_size=eval_batch_size)}
     agreement = output_agreement(source.net, int8_pred, real, source.names)
     size_fp32, size_int8 = fp32_path.stat().st_size, res.path.stat().st_size
     quantized = {g: len(n) - len(res.fp32_nodes.get(g, [])) for g, n in res.groups.items()}
     report = {
+        "runtime": runtime,
+        "file": res.path.name,
         "recipe": res.recipe.as_dict(),
         "isa_regime": regime,
         "isa_flags": isa_flags(),
@@ -143,7 +157,10 @@ def int8_stage(
         "agreement_with_torch": agreement,
     }
     notes += res.report.notes
-    return Int8Stage(paths={"int8": res.path}, metrics=metrics, report=report, notes=notes, result=res, work=work)
+    artifact = "int8" if runtime == "onnxruntime" else f"{runtime}_int8"
+    return Int8Stage(
+        paths={artifact: res.path}, metrics=metrics, report=report, notes=notes, result=res, work=work, settings=q
+    )
 
 
 def write_int8_report(

@@ -1,7 +1,8 @@
 """Build the INT8 model: pre-process, calibrate once, run the latency and accuracy sensitivity passes, save.
 
-The callbacks of :mod:`facetx.quant.sensitivity` are realized here with ONNX Runtime sessions: speed is measured
-interleaved against the FP32 model at batch 1 on the pinned thread count, error on a few training images.
+The callbacks of :mod:`facetx.quant.sensitivity` are realized here: speed is measured in the target runtime (ONNX
+Runtime unless told otherwise) interleaved against the FP32 model at batch 1 on the pinned thread count, error with
+ONNX Runtime on a few training images.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import onnx
 from facetx.quant import sensitivity
 from facetx.quant.calibration import BatchReader
 from facetx.quant.static import QuantRecipe, fp32_nodes, node_groups, preprocess, quantize, weight_only_nodes
-from facetx.runtime.sessions import make_session, set_metadata
-from facetx.runtime.timing import ort_call, paired_ratio, time_interleaved
+from facetx.runtime.sessions import OrtRunner, Runner, make_session, set_metadata
+from facetx.runtime.timing import paired_ratio, runner_call, time_interleaved
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +80,15 @@ def build_int8(
     max_nodes: int | None = None,
     metadata: Mapping[str, str] | None = None,
     proxy_outputs: Sequence[str] | None = None,
+    runner_for: Callable[[Path], Runner] | None = None,
 ) -> Int8Result:
     """Quantize ``fp32_path`` into ``out_path`` (Q/DQ, per ``recipe``), keeping in FP32 what costs speed or accuracy.
 
     ``calibration``: float32 ``[B, 3, H, W]`` batches (training images, no augmentation). ``probe``: a few images for
     the output-error proxy and the latency pass. ``select(path) -> metric`` on held-out data with ``baseline`` (FP32)
     and ``max_drop`` (fraction): the accuracy pass runs only when given. ``proxy_outputs``: the outputs whose error
-    ranks nodes (e.g. ``["embedding"]`` when verification accuracy steers; default all).
+    ranks nodes (e.g. ``["embedding"]`` when verification accuracy steers; default all). ``runner_for(path)``: the
+    runtime the latency pass times variants in (default ONNX Runtime): what INT8 makes slower depends on its kernels.
     """
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -98,10 +101,12 @@ def build_int8(
     proxy = list(proxy_outputs or [o.name for o in fp32_session.get_outputs()])
     reference = fp32_session.run(proxy, {"image": probe})
     one = probe[:1]
+    timed_fp32 = OrtRunner(fp32_session) if runner_for is None else runner_for(pre)
 
     def speed(paths: Mapping[str, Path]) -> dict[str, float]:
-        fns = {"__fp32__": ort_call(fp32_session, one)}
-        fns.update({name: ort_call(make_session(p, threads), one) for name, p in paths.items()})
+        fns = {"__fp32__": runner_call(timed_fp32, one)}
+        for name, p in paths.items():
+            fns[name] = runner_call(OrtRunner(make_session(p, threads)) if runner_for is None else runner_for(p), one)
         _, samples = time_interleaved(fns, batch=1, warmup=5, runs=latency_runs)
         return {name: paired_ratio(samples["__fp32__"], samples[name]) for name in paths}
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from facetx.errors import ConfigError
@@ -50,7 +51,16 @@ def test_openvino_rows_sit_in_the_same_benchmark_table(ov_export: tuple[Path, di
         assert float(r["p50_ms"]) > 0 and float(r["speed_vs_ort_fp32"]) > 0 and r["isa_flags"]
         assert r["recognition/acc"] and r["landmarks/nme"]  # the held-out metrics of that runtime and precision
     assert "openvino" in (out / "benchmark.md").read_text()
-    assert json.loads((out / "report.json").read_text())["openvino"]["files"]["int8"] == "model.int8.onnx"
+    assert json.loads((out / "report.json").read_text())["openvino"]["files"]["int8"] == "model.int8.openvino.onnx"
+
+
+def test_openvino_int8_is_its_own_tuned_qdq_file_with_its_own_threshold(ov_export: tuple[Path, dict]) -> None:
+    out, report = ov_export
+    meta = {p.key: p.value for p in onnx.load(str(out / "model.int8.openvino.onnx")).metadata_props}
+    assert meta["int8.runtime"] == "openvino" and meta["facetx.precision"] == "int8"
+    assert "recognition.threshold" in meta and meta["facetx.fingerprint"] == report["calibration"]["fingerprint"]
+    assert set(report["openvino"]["int8"]) == {"recipe", "fp32_nodes", "size_ratio", "speedup_vs_fp32_b1"}
+    assert report["openvino"]["int8"]["size_ratio"] > 1.5
 
 
 def test_openvino_int8_reads_the_qdq_file_and_compiles_per_batch(ov_export: tuple[Path, dict]) -> None:
