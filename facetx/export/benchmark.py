@@ -1,7 +1,9 @@
 """Benchmark rows for the exported artifacts: torch eager, ONNX Runtime FP32/INT8, TensorRT FP16/INT8.
 
 CPU runtimes at one batch size are timed round-robin in one loop (same load for all, so their ratios hold even on a
-busy machine); TensorRT is timed on the GPU with CUDA events. The run count adapts to a time budget per case.
+busy machine), every session with spin-waiting off: idle spinning threads of one session steal the cores of the next,
+so with it on the order of the cases decided their ratios (see :func:`facetx.runtime.sessions.make_session`).
+TensorRT is timed on the GPU with CUDA events. The run count adapts to a time budget per case.
 """
 
 from __future__ import annotations
@@ -46,10 +48,10 @@ class BenchCase:
     path: Path | None = None
     batches: tuple[int, ...] | None = None
     #: builds the case's :class:`~facetx.runtime.sessions.Runner`; its argument says whether idle threads may spin
-    #: (False for the CPU-time pass). None: an ONNX Runtime session on ``path``.
+    #: (the benchmark asks for False, see :func:`benchmark`). None: an ONNX Runtime session on ``path``.
     factory: Callable[[bool], Runner] | None = None
 
-    def runner(self, threads: int | None, spinning: bool = True) -> Runner:
+    def runner(self, threads: int | None, spinning: bool = False) -> Runner:
         if self.factory is not None:
             return self.factory(spinning)
         return OrtRunner(make_session(self.path, threads, spinning=spinning))
@@ -118,11 +120,8 @@ def benchmark(
         if fns:
             w, n = _plan_runs(fns, warmup, runs, min_runs, seconds_per_case)
             timings, samples = time_interleaved(fns, batch=int(batch), warmup=w, runs=n, block=max(1, min(5, n // 10)))
-        # the load-independent view: CPU time per call without spin-waiting (fresh non-spinning runners)
-        cpu_ms = {}
-        for c in cpu:
-            fn = fns[c.name] if c.module is not None else runner_call(c.runner(threads, spinning=False), x)
-            cpu_ms[c.name] = cpu_ms_per_call(fn, runs=max(2, min(n, 20)))
+        # the load-independent view: process CPU time per call (no thread spin-waits, so it is the work itself)
+        cpu_ms = {c.name: cpu_ms_per_call(fns[c.name], runs=max(2, min(n, 20))) for c in cpu}
         gpu_name = None
         for c in todo:
             if c.runtime in GPU_RUNTIMES:

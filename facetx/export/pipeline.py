@@ -43,9 +43,11 @@ log = logging.getLogger(__name__)
 
 TABLE_NOTES = (
     "p50/p95: wall-clock latency per call (batch images), after warm-up; CPU runtimes of one batch size are timed in "
-    "interleaved blocks so they share the same machine load; speed_vs_ort_fp32 is the median of per-round ratios",
-    "cpu_ms: process CPU time per call over all threads with spin-waiting off: the work a call costs, close to the "
-    "latency a quiet machine gives at 1 thread; load_avg: the 1-minute load average while timing",
+    "interleaved blocks so they share the same machine load, every session with thread spin-waiting off (spinning "
+    "sessions steal each other's cores, and the order of the rows decided their ratios); speed_vs_ort_fp32 is the "
+    "median of per-round ratios",
+    "cpu_ms: process CPU time per call over all threads: the work a call costs, close to the latency a quiet machine "
+    "gives at 1 thread; load_avg: the 1-minute load average while timing",
 )
 
 

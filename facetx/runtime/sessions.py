@@ -22,11 +22,14 @@ def make_session(
     threads: int | None = 2,
     graph_optimization: str = "all",
     providers: Sequence[str] = ("CPUExecutionProvider",),
-    spinning: bool = True,
+    spinning: bool = False,
 ) -> object:
     """An ``onnxruntime.InferenceSession`` with pinned intra-op threads (``None``: ORT's default, all cores).
 
-    ``spinning``: let idle intra-op threads spin between runs (ORT's default; lower latency, busier cores).
+    ``spinning``: let idle intra-op threads spin-wait (ORT's own default). Off here: measured on 2 cores with one
+    other busy process, window_vit_nano at batch 1 took 10.7-11.5 ms spinning vs 5.0-6.6 ms not, and two spinning
+    sessions timed in turns took 22 ms each vs 6 ms (each one's idle threads steal the other's cores), which made the
+    export table's ordering decide its ratios. Spinning pays only on cores nothing else uses.
     """
     import onnxruntime as ort
 
