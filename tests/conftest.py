@@ -131,3 +131,14 @@ def assert_one_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[-1], lines[-1]
     return lines[-1]
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``last.ckpt`` of ``train.py model=tiny debug=fast``, trained once per session (export, prune and other tests
+    read it; none may change it)."""
+    from facetx.training.run import train
+
+    out = tmp_path_factory.mktemp("tiny_train")
+    train(compose_config("train", [*FAST, "model=tiny"], out))
+    return out / "checkpoints" / "last.ckpt"

@@ -42,6 +42,7 @@ GROUP_PACKAGES: dict[str, tuple[str, ...]] = {
     "export": ("facetx.export",),
     "quant": ("facetx.quant",),
     "bench": ("facetx.export",),  # the export's benchmark stage (facetx.export.benchmark)
+    "runtime": ("facetx.export",),  # the runtime stages (facetx.export.runtimes)
     # the video pipeline's own config root (conf/pipeline/pipeline.yaml; groups detector, tracker, gallery, output)
     "pipeline": ("facetx.pipeline", "facetx.detect"),
 }

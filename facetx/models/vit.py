@@ -8,12 +8,21 @@ on every other block (Swin-style) so information still crosses window borders.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import torch
+from timm.layers import Mlp
 from timm.layers.attention import Attention
 from timm.models import register_model
-from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer import VisionTransformer, init_weights_vit_timm
+from torch import nn
 
-__all__ = ["FaceViT", "WindowAttention"]
+from facetx.errors import ConfigError
+
+__all__ = ["PRUNED_KEYS", "FaceViT", "WindowAttention"]
+
+#: what ``FaceViT(pruned=...)`` takes: per-block sizes, one entry per block
+PRUNED_KEYS = ("heads", "mlp_hidden")
 
 
 class WindowAttention(Attention):
@@ -65,9 +74,16 @@ class WindowAttention(Attention):
 
 
 class FaceViT(VisionTransformer):
-    """timm ``VisionTransformer`` with optional window attention (``window`` tokens per side; ``None`` = global)."""
+    """timm ``VisionTransformer`` with optional window attention (``window`` tokens per side; ``None`` = global).
 
-    def __init__(self, window: int | None = None, **kwargs) -> None:
+    ``pruned``: per-block sizes of a structurally pruned network (:mod:`facetx.models.pruning` writes them into the
+    run config), ``{"heads": [h_0, ...], "mlp_hidden": [n_0, ...]}`` with one entry per block; either key may be
+    left out. A block with ``h`` heads keeps the unpruned ``head_dim`` (``qkv: C -> 3*h*head_dim``, ``proj:
+    h*head_dim -> C``); one with ``n`` MLP channels has ``fc1: C -> n``, ``fc2: n -> C``. The residual width ``C``
+    never changes, so the heads and distillation projections of a pruned student fit as before.
+    """
+
+    def __init__(self, window: int | None = None, pruned: Mapping[str, Sequence[int]] | None = None, **kwargs) -> None:
         if window is not None:
             kwargs["attn_layer"] = WindowAttention
         super().__init__(**kwargs)
@@ -78,6 +94,51 @@ class FaceViT(VisionTransformer):
             for i, blk in enumerate(self.blocks):
                 blk.attn.grid, blk.attn.window = grid[0], window
                 blk.attn.shift = window // 2 if i % 2 else 0
+        if pruned is not None:
+            self._resize_blocks(pruned)
+
+    def _resize_blocks(self, pruned: Mapping[str, Sequence[int]]) -> None:
+        """Rebuild each block's qkv/proj and fc1/fc2 at the sizes of ``pruned`` (fresh timm init: a pruned
+        network's weights come from its checkpoint)."""
+        if not isinstance(pruned, Mapping) or set(pruned) - set(PRUNED_KEYS):
+            found = sorted(pruned) if isinstance(pruned, Mapping) else repr(pruned)
+            raise ConfigError(f"model_kwargs.pruned: expected a mapping with keys {list(PRUNED_KEYS)}, got {found}")
+        depth = len(self.blocks)
+        for key, sizes in pruned.items():
+            ok = isinstance(sizes, Sequence) and not isinstance(sizes, str) and len(sizes) == depth
+            if not ok or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes):
+                raise ConfigError(
+                    f"model_kwargs.pruned.{key}: expected {depth} positive integers (one per block), got {sizes!r}"
+                )
+        for i, blk in enumerate(self.blocks):
+            attn, mlp = blk.attn, blk.mlp
+            if "heads" in pruned and pruned["heads"][i] != attn.num_heads:
+                h = pruned["heads"][i]
+                if not isinstance(attn.norm, nn.Identity) or attn.gate is not None:
+                    raise ConfigError(
+                        f"model_kwargs.pruned.heads[{i}]={h}: block {i}'s attention cannot change its head count"
+                        " (scale_attn_norm or gating sizes its layers by the head count)"
+                    )
+                attn.qkv = _linear_like(attn.qkv, attn.qkv.in_features, 3 * h * attn.head_dim)
+                attn.proj = _linear_like(attn.proj, h * attn.head_dim, attn.proj.out_features)
+                attn.num_heads, attn.attn_dim = h, h * attn.head_dim  # read by Attention.forward
+            if "mlp_hidden" in pruned and pruned["mlp_hidden"][i] != mlp.fc1.out_features:
+                n = pruned["mlp_hidden"][i]
+                if type(mlp) is not Mlp or not isinstance(mlp.norm, nn.Identity) or not isinstance(mlp.fc1, nn.Linear):
+                    raise ConfigError(
+                        f"model_kwargs.pruned.mlp_hidden[{i}]={n}: block {i}'s {type(mlp).__name__} cannot be resized"
+                        " (only timm's linear Mlp without scale_mlp_norm)"
+                    )
+                mlp.fc1 = _linear_like(mlp.fc1, mlp.fc1.in_features, n)
+                mlp.fc2 = _linear_like(mlp.fc2, n, mlp.fc2.out_features)
+
+
+def _linear_like(layer: nn.Linear, in_features: int, out_features: int) -> nn.Linear:
+    """A freshly initialised ``nn.Linear`` with ``layer``'s bias, device and dtype and the given sizes."""
+    w = layer.weight
+    new = nn.Linear(in_features, out_features, bias=layer.bias is not None, device=w.device, dtype=w.dtype)
+    init_weights_vit_timm(new)
+    return new
 
 
 def _facevit(pretrained: bool, defaults: dict, kwargs: dict) -> FaceViT:

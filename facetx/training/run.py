@@ -157,8 +157,16 @@ def build_teacher_cache(cfg: DictConfig, ckpt: str | os.PathLike, datamodule: An
     return TeacherCache(cfg.teacher.cache_dir, fingerprint, size, keys, writable=rank_zero_only.rank == 0)
 
 
-def distill(cfg: DictConfig) -> dict[str, float]:
-    """``python distill.py``: distill the teacher checkpoint into ``student``; returns the student's final metrics."""
+def distill(
+    cfg: DictConfig, student: torch.nn.Module | None = None, loss_init: dict[str, torch.Tensor] | None = None
+) -> dict[str, float]:
+    """``python distill.py``: distill the teacher checkpoint into ``student``; returns the student's final metrics.
+
+    ``student``: a network to start from instead of ``instantiate(cfg.student)`` (prune.py's pruned student; its
+    ``cfg.student`` must rebuild it, checkpoints store that config). ``loss_init``: loss weights to start from
+    (``task_loss.recognition.weight``, ``projectors.*``), keys of the :class:`DistillationLoss`; those whose name or
+    shape does not fit are left at their init.
+    """
     from facetx.training.distill import feature_info, find_teacher, load_teacher
 
     setup_run(cfg)
@@ -172,7 +180,7 @@ def distill(cfg: DictConfig) -> dict[str, float]:
         cfg.teacher.ckpt_path = str(ckpt)  # the stored config says which teacher taught this student
         cfg.teacher.model_name = teacher_cfg.get("model_name")
     complete_loss_config(cfg, datamodule.num_classes)
-    student = instantiate(cfg.student, _convert_="all")
+    student = instantiate(cfg.student, _convert_="all") if student is None else student
     task_loss = instantiate(cfg.loss, _convert_="all")
     if cfg.distill.weights.get("kd_recognition", 0) == 0:
         teacher_classifier = None
@@ -185,6 +193,11 @@ def distill(cfg: DictConfig) -> dict[str, float]:
         teacher_outputs=teacher.output_names,
         student_outputs=student.output_names,
     )
+    if loss_init:
+        own = loss.state_dict()
+        fit = {k: v for k, v in loss_init.items() if k in own and own[k].shape == v.shape}
+        loss.load_state_dict(fit, strict=False)
+        log.info("loss: %d of %d tensors start from the given weights", len(fit), len(own))
     cache = build_teacher_cache(cfg, ckpt, datamodule, loss.teacher_keys()) if cfg.teacher.get("cache_dir") else None
     module = instantiate(
         cfg.module,
