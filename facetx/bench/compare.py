@@ -15,7 +15,15 @@ from pathlib import Path
 import torch
 
 from facetx.runtime.system import system_summary
-from facetx.runtime.timing import count_gflops, count_params, ort_call, paired_ratio, time_interleaved, torch_call
+from facetx.runtime.timing import (
+    count_gflops,
+    count_params,
+    ort_call,
+    paired_ratio,
+    runner_call,
+    time_interleaved,
+    torch_call,
+)
 from facetx.training.checkpoint import load_checkpoint, load_face_net
 
 KEYS = [
@@ -42,6 +50,8 @@ def format_table(rows: list[dict], split: str, latency: bool) -> list[str]:
     head = ["run", *[k[1] for k in KEYS], "params (M)", "GFLOPs"]
     if latency:
         head += ["eager ms", "ORT ms", "ORT speed-up vs first"]
+        if "ov_ms" in rows[0]:
+            head += ["OpenVINO ms", "OpenVINO speed-up vs first"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["label"]]
@@ -51,6 +61,8 @@ def format_table(rows: list[dict], split: str, latency: bool) -> list[str]:
         cells += [f"{r['params_m']:.2f}", f"{r['gflops']:.2f}"]
         if latency:
             cells += [f"{r['eager_ms']:.1f}", f"{r['ort_ms']:.1f}", f"{r['speedup']:.1f}x"]
+            if "ov_ms" in r:
+                cells += [f"{r['ov_ms']:.1f}", f"{r['ov_speedup']:.1f}x"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -97,9 +109,13 @@ def main(argv: list[str] | None = None) -> str:
 
 
 def _time_batch1(nets: list[torch.nn.Module], rows: list[dict], threads: int, runs: int) -> None:
-    """Adds eager/ORT p50 latency at batch 1 and the ORT speed-up against the first run (put the teacher first)."""
+    """Adds eager/ORT (and OpenVINO, where installed) p50 latency at batch 1 and each runtime's speed-up against the
+    first run (put the teacher first), all timed interleaved in one loop."""
     from facetx.export.onnx_export import ExportWrapper, export_onnx, head_names
+    from facetx.runtime.openvino import OpenVinoRunner, openvino_missing
     from facetx.runtime.sessions import make_session
+
+    openvino = openvino_missing() is None
 
     fns = {}
     x = torch.rand(1, 3, 112, 112)
@@ -111,11 +127,16 @@ def _time_batch1(nets: list[torch.nn.Module], rows: list[dict], threads: int, ru
             session = make_session(onnx_path, threads=threads)
             fns[f"{i}/torch"] = torch_call(net, x)
             fns[f"{i}/ort"] = ort_call(session, x.numpy())
+            if openvino:
+                fns[f"{i}/ov"] = runner_call(OpenVinoRunner(onnx_path, threads), x.numpy())
         timings, samples = time_interleaved(fns, batch=1, warmup=10, runs=runs)
     for i, r in enumerate(rows):
         r["eager_ms"] = timings[f"{i}/torch"].p50_ms
         r["ort_ms"] = timings[f"{i}/ort"].p50_ms
         r["speedup"] = paired_ratio(samples["0/ort"], samples[f"{i}/ort"])
+        if openvino:
+            r["ov_ms"] = timings[f"{i}/ov"].p50_ms
+            r["ov_speedup"] = paired_ratio(samples["0/ov"], samples[f"{i}/ov"])
 
 
 if __name__ == "__main__":

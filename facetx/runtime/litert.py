@@ -62,6 +62,7 @@ class LiteRtRunner:
         self.interpreter = Interpreter(
             model_path=str(self.path), num_threads=threads, experimental_op_resolver_type=resolver
         )
+        self.interpreter.allocate_tensors()  # applies the XNNPACK delegate
         signatures = self.interpreter.get_signature_list()
         if not signatures:
             raise ValueError(f"{self.path}: the model has no signature (not a litert-torch export?)")
@@ -75,8 +76,10 @@ class LiteRtRunner:
         self.input_name, self._input = next(iter(inputs.items()))
         outputs = runner.get_output_details()
         if output_names is None:
-            # the signature lists its outputs sorted by name; tensor indices follow the module's return order
-            output_names = sorted(outputs, key=lambda n: outputs[n]["index"])
+            # the signature lists its outputs sorted by name; the subgraph's output list keeps the order the module
+            # returned them in (ai-edge-quantizer keeps it too, though its dequantized tensors get new indices)
+            order = [d["index"] for d in self.interpreter.get_output_details()]
+            output_names = sorted(outputs, key=lambda n: order.index(outputs[n]["index"]))
         unknown = [n for n in output_names if n not in outputs]
         if unknown:
             raise ValueError(f"{self.path}: no signature output(s) {unknown} (it has {sorted(outputs)})")
@@ -84,11 +87,10 @@ class LiteRtRunner:
         self._outputs = [outputs[n] for n in self.output_names]
         self.input_shape = tuple(int(d) for d in self._input["shape"])
         self.fixed_batch: int | None = self.input_shape[0]
-        self.interpreter.allocate_tensors()
 
     def xnnpack_partitions(self) -> int:
-        """How many subgraphs the XNNPACK delegate took (1: the whole model runs in XNNPACK; more: some operators
-        fell back to LiteRT's own kernels in between). Read after a first run, when the delegate is applied."""
+        """How many partitions the XNNPACK delegate took: more than one means operators it does not take (run by
+        LiteRT's own kernels) sit between them, on every call."""
         w = self.interpreter._interpreter  # the node names are only on the wrapper (no public accessor)
         return sum(w.NodeName(i) == "DELEGATE" for i in range(w.NumNodes()))
 

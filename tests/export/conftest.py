@@ -24,7 +24,12 @@ def export_cfg(tmp_path: Path, ckpt: Path, overrides: list[str]):
 
 
 #: every runtime of conf/runtime/ whose optional dependency is installed here
-RUNTIMES = ["onnxruntime", *(n for n in ("openvino",) if importlib.util.find_spec(n) is not None)]
+RUNTIMES = ["onnxruntime", *(n for n, m in (("openvino", "openvino"), ("tflite", "litert_torch"))
+                             if importlib.util.find_spec(m) is not None)]  # fmt: skip
+#: LiteRT in the shared export: one batch-1 file per precision (batch-32 files cost another conversion), a small
+#: calibration, a short speed check
+QUICK_TFLITE = ["runtime.tflite.batches=[1]", "runtime.tflite.calibration_batches=1",
+                "runtime.tflite.calibration_batch_size=16", "runtime.tflite.speed_runs=6"]  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -32,4 +37,6 @@ def int8_export(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
     """One export of ``tiny_ckpt`` with INT8 (the quick settings) and every installed runtime: the run dir and its
     report. Shared by the INT8, calibration and runtime tests (each export costs tens of seconds on 2 cores)."""
     out = tmp_path_factory.mktemp("export_int8")
-    return out, pipeline.export(export_cfg(out, tiny_ckpt, [f"runtime=[{','.join(RUNTIMES)}]", *QUICK_INT8]))
+    tflite = QUICK_TFLITE if "tflite" in RUNTIMES else []
+    overrides = [f"runtime=[{','.join(RUNTIMES)}]", *QUICK_INT8, *tflite]
+    return out, pipeline.export(export_cfg(out, tiny_ckpt, overrides))

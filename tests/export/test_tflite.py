@@ -1,0 +1,91 @@
+"""runtime=[onnxruntime,tflite]: litert-torch converts the network, LiteRT (XNNPACK) matches PyTorch, INT8 is
+quantized on training images, both are evaluated and timed beside ONNX Runtime."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from facetx.errors import ConfigError
+from facetx.export import pipeline, runtimes
+from facetx.export.onnx_export import ExportWrapper
+
+HEADS = ["embedding", "landmarks", "expression_logits", "spoof_logits"]
+
+
+@pytest.fixture(scope="module")
+def tflite_export(int8_export: tuple[Path, dict]) -> tuple[Path, dict]:
+    """The shared INT8 export (tests/export/conftest.py), which runs every installed runtime."""
+    pytest.importorskip("litert_torch", reason="the tflite extra is not installed (pip install -e '.[tflite]')")
+    return int8_export
+
+
+def test_tflite_fp32_matches_pytorch_and_both_precisions_are_evaluated(tflite_export: tuple[Path, dict]) -> None:
+    out, report = tflite_export
+    assert (out / "model.tflite").is_file() and (out / "model.int8.tflite").is_file()
+    parity = report["tflite"]["parity"]["model.tflite"]
+    assert set(parity) == set(HEADS)
+    assert min(s["min_cosine"] for s in parity.values()) >= 0.9999
+    metrics = json.loads((out / "report.json").read_text())["metrics"]
+    ort, fp32, int8 = metrics["onnxruntime/fp32"], metrics["tflite/fp32"], metrics["tflite/int8"]
+    assert fp32.keys() == ort.keys() == int8.keys()
+    # the same network in two runtimes: FP32 held-out metrics agree
+    assert all(abs(fp32[k] - ort[k]) < 0.02 for k in ort if k.endswith(("/acc", "/nme")))
+    q = report["tflite"]["int8"]
+    assert q["recipe"]["name"] == "static" and q["calibration"]["source"].startswith("training set")
+    assert q["size_ratio"] >= 3.5 and (out / "model.int8.tflite").stat().st_size < (out / "model.tflite").stat().st_size
+    assert q["agreement_with_torch"]["landmarks"]["mean_cosine"] > 0.99
+    # every file runs in one XNNPACK partition (nothing falls back to LiteRT's reference kernels)
+    assert report["tflite"]["xnnpack_partitions"] == {"model.tflite": 1, "model.int8.tflite": 1}
+
+
+def test_tflite_rows_sit_in_the_benchmark_table(tflite_export: tuple[Path, dict]) -> None:
+    out, _ = tflite_export
+    rows = [r for r in csv.DictReader((out / "benchmark.csv").open()) if r["runtime"] == "tflite"]
+    assert {(r["precision"], r["graph"], r["batch"]) for r in rows} == {
+        ("fp32", "xnnpack", "1"),
+        ("int8", "xnnpack", "1"),
+    }
+    for r in rows:
+        assert float(r["p50_ms"]) > 0 and float(r["speed_vs_ort_fp32"]) > 0
+        assert r["isa_flags"] and r["isa_regime"] and r["recognition/acc"] and r["landmarks/nme"]
+    assert "tflite" in (out / "benchmark.md").read_text()
+
+
+def test_tflite_outputs_are_named_by_head(tflite_export: tuple[Path, dict], tiny_ckpt: Path) -> None:
+    from facetx.runtime.litert import BatchSizes, LiteRtRunner
+
+    out, _ = tflite_export
+    runner = LiteRtRunner(out / "model.tflite", threads=1)  # no names given: the order the module returned them in
+    assert runner.output_names == HEADS and runner.fixed_batch == 1
+    # the quantizer gives the outputs new (dequantized) tensors; the signature names and their order survive
+    assert LiteRtRunner(out / "model.int8.tflite", threads=1).output_names == HEADS
+    x = np.random.default_rng(0).random((3, 3, 112, 112), dtype=np.float32)
+    net = pipeline.load_source(tiny_ckpt).net
+    with torch.no_grad():
+        want = [t.numpy() for t in ExportWrapper(net, HEADS)(torch.from_numpy(x))]
+    got = BatchSizes([runner]).run(x)  # three batch-1 calls
+    assert [g.shape for g in got] == [w.shape for w in want]
+    assert all(np.allclose(g, w, atol=1e-4) for g, w in zip(got, want, strict=True))
+    swapped = LiteRtRunner(out / "model.tflite", threads=1, output_names=["spoof_logits", "embedding"])
+    assert [o.shape[1] for o in swapped.run(x[:1])] == [2, want[0].shape[1]]
+    with pytest.raises(ValueError, match=r"no signature output\(s\) \['output_0'\]"):
+        LiteRtRunner(out / "model.tflite", threads=1, output_names=["output_0"])
+
+
+def test_tflite_config_errors_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match=r"runtime.tflite.precisions=\['int8'\]: expected fp32"):
+        runtimes.runtime_choices({"onnxruntime": {}, "tflite": {"precisions": ["int8"]}})
+    with pytest.raises(ConfigError, match=r"runtime.tflite.int8_recipe='int4'"):
+        runtimes.runtime_choices({"onnxruntime": {}, "tflite": {"int8_recipe": "int4"}})
+    monkeypatch.setitem(sys.modules, "litert_torch", None)  # what an absent package looks like to find_spec
+    with pytest.raises(ConfigError) as err:
+        runtimes.runtime_choices({"onnxruntime": {}, "tflite": {}})
+    msg = str(err.value)
+    assert msg == "runtime=tflite: litert-torch not installed (pip install -e '.[tflite]')" and "\n" not in msg
