@@ -51,6 +51,7 @@ bench: install weights peer  ## benchmarks (not tests): training/data throughput
 	PY=$(PY) bash scripts/bench_export.sh
 	$(PY) -m facetx.bench.pipeline_speed --model $(PIPELINE_MODEL) --threads 1
 	$(PY) -m facetx.bench.pipeline_speed --model $(PIPELINE_MODEL) --threads 2 --out outputs/bench/pipeline_2threads
+	$(PY) -m facetx.bench.tflite_peer outputs/export/bench/student  # LiteRT student vs MediaPipe's .tflite models
 	@# the student's fastest artifact on this machine (best.json of the export above), in the same benchmark
 	$(PY) -m facetx.bench.pipeline_speed --model outputs/export/bench/student --runtime best --threads 1 \
 		--out outputs/bench/pipeline_best

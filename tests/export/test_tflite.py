@@ -89,3 +89,19 @@ def test_tflite_config_errors_are_one_line(monkeypatch: pytest.MonkeyPatch) -> N
         runtimes.runtime_choices({"onnxruntime": {}, "tflite": {}})
     msg = str(err.value)
     assert msg == "runtime=tflite: litert-torch not installed (pip install -e '.[tflite]')" and "\n" not in msg
+
+
+def test_the_student_is_timed_beside_mediapipes_own_models(tflite_export: tuple[Path, dict], tmp_path: Path) -> None:
+    """make bench's LiteRT peer table: our files and MediaPipe's BlazeFace/FaceMesh .tflite in one interpreter."""
+    from facetx.bench import tflite_peer
+    from facetx.detect.weights import WHEEL, cache_dir
+
+    if not (cache_dir() / WHEEL).is_file():
+        pytest.skip(f"{cache_dir() / WHEEL} is not cached (make weights)")
+    out, _ = tflite_export
+    rows = tflite_peer.main([str(out), "--threads", "1", "--runs", "4", "--out", str(tmp_path)])
+    shapes = {r["model"]: r["input"] for r in rows}
+    assert shapes["facetx student int8"] == "1x3x112x112" and shapes["MediaPipe BlazeFace short range"] == "1x128x128x3"
+    assert shapes["MediaPipe FaceMesh landmarks"] == "1x192x192x3" and len(rows) == 5
+    assert all(r["p50_ms"] > 0 and r["speed_vs_facemesh"] > 0 for r in rows)
+    assert "ISA flags" in (tmp_path / "tflite_peer.md").read_text()
