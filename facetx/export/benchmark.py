@@ -74,6 +74,11 @@ def _size_mb(case: BenchCase) -> float:
     return sum(t.numel() * t.element_size() for t in case.module.state_dict().values()) / 1e6
 
 
+def _device(case: BenchCase) -> str:
+    """What a CPU-loop case runs on: an ORT GPU execution provider (graph ``cuda-ep`` / ``tensorrt-ep``) or the CPU."""
+    return f"gpu ({case.graph})" if case.graph.endswith("-ep") else f"cpu ({cpu_model()})"
+
+
 def _plan_runs(fns: dict, warmup: int, runs: int, min_runs: int, seconds_per_case: float) -> tuple[int, int]:
     """Time one call of each to size the loop: about ``seconds_per_case`` per case, within [min_runs, runs]."""
     est = 0.0
@@ -153,7 +158,7 @@ def benchmark(
                 "cpu_ms": round(cpu_ms[c.name], 3) if c.name in cpu_ms else None,
                 "runs": t.runs,
                 "load_avg": round(load, 2),
-                "device": gpu_name if c.runtime in GPU_RUNTIMES else f"cpu ({cpu_model()})",
+                "device": gpu_name if c.runtime in GPU_RUNTIMES else _device(c),
             }
             if ref is not None and c.name in samples:
                 row["speed_vs_ort_fp32"] = round(paired_ratio(samples[ref], samples[c.name]), 3)

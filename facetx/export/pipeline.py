@@ -33,7 +33,7 @@ from facetx.export.onnx_export import ExportWrapper, export_onnx, head_names
 from facetx.export.parity import check_parity
 from facetx.export.runtimes import runtime_choices
 from facetx.export.settings import BenchSettings, EvalSettings, ExportSettings, QuantSettings, settings_from
-from facetx.runtime.sessions import OrtPredictor, make_session
+from facetx.runtime.sessions import OrtPredictor, OrtRunner, make_session
 from facetx.runtime.system import system_summary
 from facetx.runtime.tables import metric_columns, write_csv, write_markdown
 from facetx.training.checkpoint import checkpoint_role, load_face_net
@@ -175,12 +175,38 @@ def bench_cases(
         cases.append(BenchCase("onnxruntime", "fp32", "fixed-b1", path=paths["fp32_b1"], batches=(1,)))
     if "int8" in paths:
         cases.append(BenchCase("onnxruntime", "int8", graph, path=paths["int8"]))
+    cases += gpu_provider_cases(paths["fp32"])
     for precision in ("fp16", "int8"):
         if f"trt_{precision}" in paths:
             largest = export.trt_max_batch if export.dynamic_batch else export.batch_size
             fits = tuple(b for b in settings.batches if b <= largest)
             cases.append(BenchCase("tensorrt", precision, "engine", path=paths[f"trt_{precision}"], batches=fits))
     return [*cases, *extra]
+
+
+#: ONNX Runtime's GPU execution providers, timed where the installed onnxruntime has them (onnxruntime-gpu)
+GPU_PROVIDERS = {"cuda-ep": "CUDAExecutionProvider", "tensorrt-ep": "TensorrtExecutionProvider"}
+
+
+def gpu_provider_cases(path: Path) -> list[BenchCase]:
+    """ORT FP32 rows on the CUDA / TensorRT execution providers the installed onnxruntime offers (none on a CPU
+    build). ``run`` returns host arrays, so wall-clock timing of a call includes the copies, as a caller sees it."""
+    import onnxruntime as ort
+
+    available = set(ort.get_available_providers())
+    return [
+        BenchCase(
+            "onnxruntime",
+            "fp32",
+            graph,
+            path=path,
+            factory=lambda spinning, p=provider: OrtRunner(
+                make_session(path, None, providers=(p, "CPUExecutionProvider"), spinning=spinning)
+            ),
+        )
+        for graph, provider in GPU_PROVIDERS.items()
+        if provider in available
+    ]
 
 
 def benchmark_stage(

@@ -213,3 +213,13 @@ def test_settings_refuse_unknown_keys_with_one_line() -> None:
         settings_from(QuantSettings, {"calibraton_batches": 2}, "quant")
     with pytest.raises(ConfigError, match=r"quant.targets: unknown key\(s\) \['speedup'\]"):
         settings_from(QuantSettings, {"targets": {"speedup": 2}}, "quant")
+
+
+def test_gpu_execution_providers_are_timed_only_where_onnxruntime_has_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime as ort
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert pipeline.gpu_provider_cases(Path("model.onnx")) == []
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    (case,) = pipeline.gpu_provider_cases(Path("model.onnx"))
+    assert (case.runtime, case.precision, case.graph) == ("onnxruntime", "fp32", "cuda-ep") and case.factory
