@@ -52,6 +52,8 @@ def format_table(rows: list[dict], split: str, latency: bool) -> list[str]:
         head += ["eager ms", "ORT ms", "ORT speed-up vs first"]
         if "ov_ms" in rows[0]:
             head += ["OpenVINO ms", "OpenVINO speed-up vs first"]
+        if "tflite_ms" in rows[0]:
+            head += ["LiteRT ms", "LiteRT speed-up vs first"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["label"]]
@@ -63,6 +65,8 @@ def format_table(rows: list[dict], split: str, latency: bool) -> list[str]:
             cells += [f"{r['eager_ms']:.1f}", f"{r['ort_ms']:.1f}", f"{r['speedup']:.1f}x"]
             if "ov_ms" in r:
                 cells += [f"{r['ov_ms']:.1f}", f"{r['ov_speedup']:.1f}x"]
+            if "tflite_ms" in r:
+                cells += [f"{r['tflite_ms']:.1f}", f"{r['tflite_speedup']:.1f}x"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -75,6 +79,7 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--no-latency", action="store_true", help="metrics, params and GFLOPs only (ablation tables)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs-per-model", type=int, default=60)
+    ap.add_argument("--tflite", action="store_true", help="also convert each network to FP32 .tflite and time it")
     ap.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
     args = ap.parse_args(argv)
     if args.labels is not None and len(args.labels) != len(args.runs):
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> str:
                      "params_m": count_params(net) / 1e6, "gflops": count_gflops(net)})  # fmt: skip
         nets.append(net)
     if latency:
-        _time_batch1(nets, rows, args.threads, args.runs_per_model)
+        _time_batch1(nets, rows, args.threads, args.runs_per_model, args.tflite)
     lines = format_table(rows, args.split, latency)
     note = (
         f"\n{args.split} split of the embedded synthetic faces (held-out identities); NME and ACER in %, lower is "
@@ -108,9 +113,9 @@ def main(argv: list[str] | None = None) -> str:
     return table
 
 
-def _time_batch1(nets: list[torch.nn.Module], rows: list[dict], threads: int, runs: int) -> None:
-    """Adds eager/ORT (and OpenVINO, where installed) p50 latency at batch 1 and each runtime's speed-up against the
-    first run (put the teacher first), all timed interleaved in one loop."""
+def _time_batch1(nets: list[torch.nn.Module], rows: list[dict], threads: int, runs: int, tflite: bool = False) -> None:
+    """Adds eager/ORT (OpenVINO where installed, LiteRT FP32 with ``tflite``) p50 latency at batch 1 and each
+    runtime's speed-up against the first run (put the teacher first), all timed interleaved in one loop."""
     from facetx.export.onnx_export import ExportWrapper, export_onnx, head_names
     from facetx.runtime.openvino import OpenVinoRunner, openvino_missing
     from facetx.runtime.sessions import make_session
@@ -129,6 +134,12 @@ def _time_batch1(nets: list[torch.nn.Module], rows: list[dict], threads: int, ru
             fns[f"{i}/ort"] = ort_call(session, x.numpy())
             if openvino:
                 fns[f"{i}/ov"] = runner_call(OpenVinoRunner(onnx_path, threads), x.numpy())
+            if tflite:
+                from facetx.export.tflite_stage import convert_fp32
+                from facetx.runtime.litert import LiteRtRunner
+
+                convert_fp32(net, names, Path(tmp) / f"m{i}.tflite", 1, 112)
+                fns[f"{i}/tflite"] = runner_call(LiteRtRunner(Path(tmp) / f"m{i}.tflite", threads, names), x.numpy())
         timings, samples = time_interleaved(fns, batch=1, warmup=10, runs=runs)
     for i, r in enumerate(rows):
         r["eager_ms"] = timings[f"{i}/torch"].p50_ms
@@ -137,6 +148,9 @@ def _time_batch1(nets: list[torch.nn.Module], rows: list[dict], threads: int, ru
         if openvino:
             r["ov_ms"] = timings[f"{i}/ov"].p50_ms
             r["ov_speedup"] = paired_ratio(samples["0/ov"], samples[f"{i}/ov"])
+        if tflite:
+            r["tflite_ms"] = timings[f"{i}/tflite"].p50_ms
+            r["tflite_speedup"] = paired_ratio(samples["0/tflite"], samples[f"{i}/tflite"])
 
 
 if __name__ == "__main__":
