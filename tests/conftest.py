@@ -142,3 +142,13 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny_train")
     train(compose_config("train", [*FAST, "model=tiny"], out))
     return out / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(autouse=True)
+def _default_sigchld():
+    """Reset SIGCHLD after each test. A DataLoader with workers installs torch's C handler for it, and once
+    OpenVINO and LiteRT were loaded in the same process, the next child process to exit crashed the test process
+    with SIGSEGV. That happened after tests/data and the runtime exports, and not in any run on its own. The
+    handler only matters while a DataLoader's workers are alive, which no later test relies on."""
+    yield
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)

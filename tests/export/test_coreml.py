@@ -180,7 +180,8 @@ def test_coreml_config_errors_are_one_line(monkeypatch: pytest.MonkeyPatch, tmp_
     with pytest.raises(ConfigError) as err:
         runtimes.runtime_choices({"onnxruntime": {}, "coreml": {}})
     msg = str(err.value)
-    assert msg.startswith("runtime=coreml: coremltools is not installed (pip install coremltools") and "\n" not in msg
+    assert msg.startswith("runtime=coreml: coremltools is not installed (pip install -e '.[coreml]'")
+    assert "\n" not in msg
     # a wheel without the native package writer (Windows): also refused before any work
     bare = importlib.machinery.ModuleSpec("coremltools", None, is_package=True)
     bare.submodule_search_locations = [str(tmp_path)]
