@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -93,13 +94,21 @@ def test_tflite_config_errors_are_one_line(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_the_student_is_timed_beside_mediapipes_own_models(tflite_export: tuple[Path, dict], tmp_path: Path) -> None:
     """make bench's LiteRT peer table: our files and MediaPipe's BlazeFace/FaceMesh .tflite in one interpreter."""
-    from facetx.bench import tflite_peer
     from facetx.detect.weights import WHEEL, cache_dir
 
     if not (cache_dir() / WHEEL).is_file():
         pytest.skip(f"{cache_dir() / WHEEL} is not cached (make weights)")
     out, _ = tflite_export
-    rows = tflite_peer.main([str(out), "--threads", "1", "--runs", "4", "--out", str(tmp_path)])
+    # its own process, as make bench runs it: run in this one, a later in-process CLI test failed with stderr lost
+    cmd = [sys.executable, "-m", "facetx.bench.tflite_peer", str(out), "--threads", "1", "--runs", "4", "--out",
+           str(tmp_path)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = [line.split(" | ") for line in (tmp_path / "tflite_peer.md").read_text().splitlines() if line[:2] == "| "]
+    head = [c.strip("| ") for c in table[0]]
+    rows = [dict(zip(head, (c.strip("| ") for c in r), strict=True)) for r in table[1:]]
+    for r in rows:
+        r["p50_ms"], r["speed_vs_facemesh"] = float(r["p50_ms"]), float(r["speed_vs_facemesh"])
     shapes = {r["model"]: r["input"] for r in rows}
     assert shapes["facetx student int8"] == "1x3x112x112" and shapes["MediaPipe BlazeFace short range"] == "1x128x128x3"
     assert shapes["MediaPipe FaceMesh landmarks"] == "1x192x192x3" and len(rows) == 5
