@@ -152,3 +152,4 @@ def _default_sigchld():
     handler only matters while a DataLoader's workers are alive, which no later test relies on."""
     yield
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
