@@ -42,11 +42,7 @@ train: install  ## train the teacher on the embedded synthetic faces (CPU profil
 	$(PY) train.py model=teacher $(ARGS)
 
 test: install weights peer  ## the test suite (CPU, no downloads beyond the install; tests/test_layers.py checks the import layers)
-	@# three processes: in one, the in-process CLI tests of tests/pipeline lost their captured stderr after some
-	@# earlier suite had run (the process died: "lost sys.stderr"); each part passes on its own
-	$(PY) -m pytest -q $(ARGS) --ignore=tests/pipeline --ignore=tests/export
-	$(PY) -m pytest -q $(ARGS) tests/pipeline
-	$(PY) -m pytest -q $(ARGS) tests/export
+	$(PY) -m pytest -q $(ARGS)
 
 PIPELINE_MODEL ?= tests/pipeline/data/student.int8.onnx
 

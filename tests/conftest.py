@@ -153,3 +153,16 @@ def _default_sigchld():
     yield
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
+
+@pytest.fixture(autouse=True)
+def _absl_keeps_off_pytest_streams():
+    """absl.logging (imported with litert-torch and ai-edge-quantizer) makes a handler at import that holds the
+    sys.stderr of that moment, here pytest's capture file, and its close() closes that stream unless it is the
+    current sys.stderr. Hydra's logging set-up closes every handler of the process (logging.config clears them), and
+    under capsys the current sys.stderr is another object: a script run in this process (run_script) closed pytest's
+    capture file and the test process died at its next write ("lost sys.stderr"). sys.__stderr__ is never closed by
+    absl, and writes to it still reach pytest's fd capture."""
+    absl_logging = sys.modules.get("absl.logging")
+    if absl_logging is not None:
+        absl_logging.get_absl_handler().python_handler.stream = sys.__stderr__
+    yield

@@ -124,8 +124,7 @@ def test_cli_writes_video_jsonl_and_summary(student: Path, clip, clip_gallery: P
 
     video = write_video(clip, tmp_path / "clip.mp4")
     out = tmp_path / "run"
-    # its own process, as a user runs it: in-process after the LiteRT export tests, its output capture broke
-    # ("lost sys.stderr", the test process died)
+    # its own process, as a user runs it
     cmd = [sys.executable, "-m", "facetx.pipeline", f"source={video}", f"model={student}", "gallery=numpy",
            f"gallery.path={clip_gallery}", f"hydra.run.dir={out}", "output.progress=false"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -56,9 +54,7 @@ def test_a_distilled_student_prunes_again_with_its_teacher(
     run = tmp_path / "again"
     source = pruned_run / "checkpoints" / "last.ckpt"
     args = [*FAST, f"prune.ckpt_path={source}", "prune.head_ratio=0", "trainer.max_steps=1", f"hydra.run.dir={run}"]
-    # its own process: a training run in this one may leave threads writing to the captured stderr
-    cmd = [sys.executable, "prune.py", *args]
-    proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True)
+    proc = run_script("prune.py", *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = run / "checkpoints" / "last.ckpt"
     config = load_checkpoint(ckpt)["facetx"]["config"]
