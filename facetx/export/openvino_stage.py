@@ -144,7 +144,7 @@ def run_stage(
                 precision,
                 "static-per-batch",
                 path=path,
-                factory=lambda spinning, p=path, q=precision: OpenVinoRunner(p, threads, q, settings.performance_hint),
+                factory=lambda p=path, q=precision: OpenVinoRunner(p, threads, q, settings.performance_hint),
             )
         )
         log.info("openvino/%s on %s: %s", precision, path.name, stage.metrics[f"openvino/{precision}"])

@@ -200,9 +200,7 @@ def gpu_provider_cases(path: Path) -> list[BenchCase]:
             "fp32",
             graph,
             path=path,
-            factory=lambda spinning, p=provider: OrtRunner(
-                make_session(path, None, providers=(p, "CPUExecutionProvider"), spinning=spinning)
-            ),
+            factory=lambda p=provider: OrtRunner(make_session(path, None, providers=(p, "CPUExecutionProvider"))),
         )
         for graph, provider in GPU_PROVIDERS.items()
         if provider in available

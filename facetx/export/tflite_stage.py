@@ -278,7 +278,7 @@ def run_stage(
                     "xnnpack" if batch == 1 else f"xnnpack-b{batch}",
                     path=path,
                     batches=(batch,),
-                    factory=lambda spinning, p=path: LiteRtRunner(p, threads, names),  # LiteRT has no spin-wait switch
+                    factory=lambda p=path: LiteRtRunner(p, threads, names),
                 )
             )
     if "int8" in settings.precisions:

