@@ -34,7 +34,8 @@ GROUP_PACKAGES: dict[str, tuple[str, ...]] = {
     "callbacks": ("pytorch_lightning.callbacks", "facetx.training"),
     "logger": ("pytorch_lightning.loggers",),
     "paths": (),
-    "hydra": ("hydra", "hydra_plugins", "optuna"),  # Hydra's own launcher/sweeper nodes, the Optuna sweeper
+    # Hydra's own launcher/sweeper nodes, the Optuna sweeper, our sweep-summary callback
+    "hydra": ("hydra", "hydra_plugins", "optuna", "facetx.training"),
     "debug": (),
     "experiment": (),
     "hparams_search": (),

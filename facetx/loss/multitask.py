@@ -51,9 +51,10 @@ class MultiTaskLoss(nn.Module):
 
         if (m := masked("recognition", "embedding")) is not None and self.recognition is not None:
             emb, mask = m
-            parts["recognition"] = (
-                self.recognition(emb[mask], batch["identity"][mask]) if mask.any() else emb.sum() * 0.0
-            )
+            if mask.any():
+                parts["recognition"] = self.recognition(emb[mask], batch["identity"][mask])
+            else:  # the class centres stay in the graph too
+                parts["recognition"] = emb.sum() * 0.0 + sum(p.sum() for p in self.recognition.parameters()) * 0.0
         if (m := masked("landmarks", "landmarks")) is not None and self.landmarks is not None:
             pred, mask = m
             parts["landmarks"] = self.landmarks(pred[mask], batch["landmarks"][mask]) if mask.any() else pred.sum() * 0

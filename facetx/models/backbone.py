@@ -45,14 +45,44 @@ class TimmBackbone(nn.Module):
         self.feature_indices = [int(i) for i in feature_indices]
         self.input_size = input_size
         self.num_prefix_tokens = int(getattr(self.model, "num_prefix_tokens", 0))
+        was_training = self.model.training
+        self.model.eval()
+        self.dropped = self._drop_unreached_modules()
         with torch.no_grad():
-            was_training = self.model.training
-            self.model.eval()
             final, inter = self(torch.zeros(1, 3, input_size, input_size))
-            self.model.train(was_training)
+        self.model.train(was_training)
+        # checkpoints written before the drop still hold those modules' tensors: they are ignored, not refused
+        self._register_load_state_dict_pre_hook(self._skip_dropped_keys)
         self.num_features = final.shape[1]  # C of the final map
         self.grid_size: tuple[int, int] = (final.shape[2], final.shape[3])
         self.feature_info: list[tuple[int, tuple[int, int]]] = [(f.shape[1], (f.shape[2], f.shape[3])) for f in inter]
+
+    def _drop_unreached_modules(self) -> list[str]:
+        """Replace with ``nn.Identity`` each module that ``forward`` never reaches; return their names.
+
+        Built with ``num_classes=0``, timm models keep what only ``forward_head`` uses (a ViT's ``fc_norm`` under
+        average pooling, EfficientViT's pre-logits ``head``). Their parameters would get no gradient, which DDP
+        refuses at the first step, and would count in the parameter totals.
+        """
+        with torch.enable_grad():
+            final, inter = self(torch.zeros(2, 3, self.input_size, self.input_size))
+            (final.sum() + sum(f.sum() for f in inter)).backward()
+        unreached = {n for n, p in self.model.named_parameters() if p.grad is None}
+        self.model.zero_grad(set_to_none=True)
+        dropped: list[str] = []
+        for name, module in list(self.model.named_modules()):
+            if not name or any(name.startswith(f"{d}.") for d in dropped):
+                continue
+            params = [f"{name}.{n}" for n, _ in module.named_parameters()]
+            if params and all(p in unreached for p in params):
+                parent, _, child = name.rpartition(".")
+                setattr(self.model.get_submodule(parent), child, nn.Identity())
+                dropped.append(name)
+        return dropped
+
+    def _skip_dropped_keys(self, state_dict: dict, prefix: str, *args: object) -> None:
+        for key in [k for k in state_dict if any(k.startswith(f"{prefix}model.{d}.") for d in self.dropped)]:
+            del state_dict[key]
 
     def _to_map(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 4:

@@ -78,11 +78,49 @@ def check_data_root(cfg: DictConfig) -> None:
         raise ConfigError(f"data.root={root}: {state} (expected the folder {choice} reads its files from)")
 
 
+#: environment variables of launchers that start every rank themselves (torchrun, SLURM's srun)
+EXTERNAL_LAUNCH_VARS = ("TORCHELASTIC_RUN_ID", "LOCAL_RANK", "SLURM_NTASKS")
+
+
+def _is_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    except ImportError:
+        return False
+
+
+def check_launcher(cfg: DictConfig, environ: dict[str, str] | None = None) -> None:
+    """Refuse Lightning's script DDP launcher inside a ``-m`` sweep: it starts the other ranks by re-running this
+    process's command line, so each rank would start a sweep of its own. ``ddp_spawn`` (ranks are forked from the
+    trial) and ranks started by torchrun or srun (one job per trial, e.g. hydra/launcher=submitit_slurm) are fine."""
+    import os
+
+    node = cfg.get("trainer")
+    if not isinstance(node, DictConfig) or not _is_multirun():
+        return
+    trainer = OmegaConf.to_container(node, resolve=True)
+    strategy, devices = str(trainer.get("strategy", "auto")), trainer.get("devices", 1)
+    one_device = devices == 1 or (isinstance(devices, list) and len(devices) == 1)
+    one_process = one_device and trainer.get("num_nodes", 1) == 1
+    env = os.environ if environ is None else environ
+    if strategy.startswith("ddp") and "spawn" not in strategy and not one_process:
+        if not any(v in env for v in EXTERNAL_LAUNCH_VARS):
+            raise ConfigError(
+                f"trainer.strategy={strategy}: under a -m sweep Lightning would start every rank by re-running the "
+                "sweep command, so each rank would run its own sweep; use trainer.strategy=ddp_spawn, or one DDP job "
+                "per trial with hydra/launcher=submitit_slurm (srun starts the ranks)"
+            )
+
+
 def check_run_config(cfg: DictConfig, resume_task: str | None = None) -> None:
     """The checks every entry point runs on its composed config; ``resume_task`` (``train`` or ``distill``) also
     checks that ``cfg.ckpt_path``, when set, is a checkpoint that can resume a run of that script."""
     check_required(cfg)
     check_data_root(cfg)
+    check_launcher(cfg)
     if resume_task is not None and cfg.get("ckpt_path"):
         from facetx.training.checkpoint import check_resume_checkpoint
 

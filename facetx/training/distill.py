@@ -29,6 +29,7 @@ from facetx.training.module import (
     EvalMixin,
     OptimizerFactory,
     SchedulerFactory,
+    log_losses,
     no_weight_decay_names,
     optimizer_config,
 )
@@ -153,8 +154,7 @@ class DistillModule(EvalMixin, pl.LightningModule):
         losses = self.loss(s_out, t_out, batch)
         check_finite_loss(losses["loss"], self._trainer)  # before backward: NaN never reaches the weights
         bs = image.shape[0]
-        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=bs)
-        self.log_dict({f"train/{k}/loss": v for k, v in losses.items() if k != "loss"}, batch_size=bs)
+        log_losses(self, losses, bs)
         return losses["loss"]
 
     def teacher_outputs(self, image: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:

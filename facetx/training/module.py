@@ -54,6 +54,13 @@ def optimizer_config(
     return config
 
 
+def log_losses(module: pl.LightningModule, losses: dict[str, torch.Tensor], batch_size: int) -> None:
+    """``train/loss`` and ``train/<part>/loss``, averaged over the ranks under DDP (each rank has its own batch)."""
+    module.log("train/loss", losses["loss"], prog_bar=True, batch_size=batch_size, sync_dist=True)
+    parts = {f"train/{k}/loss": v for k, v in losses.items() if k != "loss"}
+    module.log_dict(parts, batch_size=batch_size, sync_dist=True)
+
+
 class EvalMixin:
     """Validation/test over every held-out dataloader with :class:`HeldOutEvaluator`; logs ``<stage>/<key>``."""
 
@@ -98,7 +105,9 @@ class EvalMixin:
         self._evaluators = []
         logged = {f"{stage}/{k}": float(v) for k, v in metrics.items()}
         if logged:
-            self.log_dict(logged, sync_dist=False, rank_zero_only=True)
+            # every rank computed these from the same gathered outputs; syncing (a mean of equal values) keeps them
+            # identical on every rank, where ModelCheckpoint and early stopping read them
+            self.log_dict(logged, sync_dist=True)
         return logged
 
     def on_validation_epoch_start(self) -> None:
@@ -169,8 +178,7 @@ class FaceModule(EvalMixin, pl.LightningModule):
         losses = self.loss(out, batch)
         check_finite_loss(losses["loss"], self._trainer)  # before backward: NaN never reaches the weights
         bs = batch["image"].shape[0]
-        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=bs)
-        self.log_dict({f"train/{k}/loss": v for k, v in losses.items() if k != "loss"}, batch_size=bs)
+        log_losses(self, losses, bs)
         return losses["loss"]
 
     def configure_optimizers(self) -> dict[str, Any]:
