@@ -13,6 +13,20 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def target_margin(c: torch.Tensor, m1: float, m2: float, m3: float) -> torch.Tensor:
+    """The target cosine with the combined margin: ``cos(m1 * theta + m2) - m3`` for ``c = cos(theta)``."""
+    if m1 == 1.0 and m2 == 0.0:
+        return c - m3
+    theta = torch.acos(c.clamp(-1 + 1e-7, 1 - 1e-7))
+    phi = torch.cos(m1 * theta + m2)
+    # cos(m1*theta + m2) stops decreasing once the angle passes pi: fall back to a linear penalty there
+    # (insightface's "easy margin = False" branch) so the target logit stays monotonic in theta. The additive
+    # m3 is not part of the fallback: it is subtracted once below, on both sides of the limit.
+    limit = (math.pi - m2) / m1
+    phi = torch.where(theta < limit, phi, c - math.sin(math.pi - limit) * m2 * m1)
+    return phi - m3
+
+
 class MarginSoftmax(nn.Module):
     """Combined margin ``s * cos(m1 * theta + m2) - s * m3`` on the target logit; plain ``s * cos(theta)`` elsewhere.
 
@@ -52,19 +66,7 @@ class MarginSoftmax(nn.Module):
     def margin_logits(self, embedding: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         cos = self.cosine(embedding).clamp(-1.0, 1.0)
         idx = torch.arange(len(target), device=cos.device)
-        c = cos[idx, target]
-        if self.m1 != 1.0 or self.m2 != 0.0:
-            theta = torch.acos(c.clamp(-1 + 1e-7, 1 - 1e-7))
-            phi = torch.cos(self.m1 * theta + self.m2)
-            # cos(m1*theta + m2) stops decreasing once the angle passes pi: fall back to a linear penalty there
-            # (insightface's "easy margin = False" branch) so the target logit stays monotonic in theta. The additive
-            # m3 is not part of the fallback: it is subtracted once below, on both sides of the limit.
-            limit = (math.pi - self.m2) / self.m1
-            phi = torch.where(theta < limit, phi, c - math.sin(math.pi - limit) * self.m2 * self.m1)
-            c_new = phi - self.m3
-        else:
-            c_new = c - self.m3
-        cos = cos.index_put((idx, target), c_new)
+        cos = cos.index_put((idx, target), target_margin(cos[idx, target], self.m1, self.m2, self.m3))
         return self.scale * cos
 
     def forward(self, embedding: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

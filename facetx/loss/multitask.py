@@ -51,7 +51,8 @@ class MultiTaskLoss(nn.Module):
 
         if (m := masked("recognition", "embedding")) is not None and self.recognition is not None:
             emb, mask = m
-            if mask.any():
+            # a collective classifier (Partial FC) runs on every rank every step, labelled samples or not
+            if mask.any() or getattr(self.recognition, "collective", False):
                 parts["recognition"] = self.recognition(emb[mask], batch["identity"][mask])
             else:  # the class centres stay in the graph too
                 parts["recognition"] = emb.sum() * 0.0 + sum(p.sum() for p in self.recognition.parameters()) * 0.0

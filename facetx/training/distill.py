@@ -33,6 +33,7 @@ from facetx.training.module import (
     no_weight_decay_names,
     optimizer_config,
 )
+from facetx.training.sharding import ShardHooks, setup_shards
 from facetx.training.teacher_cache import TeacherCache
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def feature_info(net: FaceNet) -> dict[str, tuple[int, tuple[int, int]]]:
     return dict(zip(net.feature_names, net.backbone.feature_info, strict=True))
 
 
-class DistillModule(EvalMixin, pl.LightningModule):
+class DistillModule(ShardHooks, EvalMixin, pl.LightningModule):
     """Trains ``student`` against ``teacher`` with a :class:`DistillationLoss`; evaluates the student.
 
     The teacher stays in eval mode, outside the optimizer, under ``no_grad``, and out of checkpoints (it is rebuilt
@@ -139,6 +140,7 @@ class DistillModule(EvalMixin, pl.LightningModule):
         return self
 
     def setup(self, stage: str) -> None:
+        setup_shards(self, self.global_rank, self.trainer.world_size)
         if self.hparams.compile and stage == "fit":
             self.student.compile()
             self.teacher.compile()
@@ -174,6 +176,7 @@ class DistillModule(EvalMixin, pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}
+        super().on_save_checkpoint(checkpoint)  # ShardHooks: all class centres
 
     def configure_optimizers(self) -> dict[str, Any]:
         trainable = nn.ModuleDict({"student": self.student, "loss": self.loss})

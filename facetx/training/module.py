@@ -14,6 +14,7 @@ from facetx.loss.multitask import MultiTaskLoss
 from facetx.models.facenet import FaceNet
 from facetx.training.callbacks import check_finite_loss
 from facetx.training.evaluation import HeldOutEvaluator, merge_set_metrics
+from facetx.training.sharding import ShardHooks, setup_shards
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -131,7 +132,7 @@ class EvalMixin:
         self._end_eval("test")
 
 
-class FaceModule(EvalMixin, pl.LightningModule):
+class FaceModule(ShardHooks, EvalMixin, pl.LightningModule):
     """Trains ``net`` with ``loss``; evaluates on every held-out set of the datamodule.
 
     Args:
@@ -167,6 +168,7 @@ class FaceModule(EvalMixin, pl.LightningModule):
         return self.net
 
     def setup(self, stage: str) -> None:
+        setup_shards(self, self.global_rank, self.trainer.world_size)
         if self.hparams.compile and stage == "fit":
             self.net.compile()
 

@@ -20,8 +20,10 @@ from tests.conftest import FAST, assert_one_line
 
 ROOT = Path(__file__).resolve().parents[2]
 # 64 training images, batch 8 per rank: 4 steps. 35 held-out images over 2 ranks: the sampler pads one duplicate,
-# which the gathered evaluation must drop. A checkpoint every step, for the killed run below.
+# which the gathered evaluation must drop. A checkpoint every step, for the killed run below. Partial FC: the class
+# centres sharded over the 2 ranks, half of each shard's scored per step.
 DDP = [*FAST, "trainer=ddp_cpu", "model=tiny", "threads=1", "data.train.images_per_identity=8",
+       "loss/recognition=partial_fc", "loss.recognition.sample_rate=0.5",
        "callbacks.last_checkpoint.every_n_train_steps=1", "data.val.0.num_identities=7",
        "data.val.0.images_per_identity=5", "callbacks.progress_log.when=always",
        "callbacks.progress_log.every_n_steps=1"]  # fmt: skip
@@ -50,7 +52,13 @@ def test_two_ranks_write_one_run(ddp_run: tuple[Path, subprocess.CompletedProces
     assert (out / "train_ddp_process_1.log").is_file()  # the second rank ran, in the same run dir
     assert [p.name for p in (out / "csv").iterdir()] == ["version_0"]  # one logger run (rank 0)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best-step000004.ckpt", "last.ckpt"]
-    assert load_checkpoint(out / "checkpoints" / "last.ckpt")["global_step"] == 4
+    ckpt = load_checkpoint(out / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 4
+    # all 8 identities' centres and their AdamW moments, gathered from the 2 shards (4 + 4 rows)
+    assert ckpt["state_dict"]["loss.recognition.weight"].shape == (8, 512)
+    slot = ckpt["facetx_sharded"]["loss.recognition.weight"]["optimizer_index"][0]
+    moments = ckpt["optimizer_states"][0]["state"][slot]
+    assert moments["exp_avg"].shape == moments["exp_avg_sq"].shape == (8, 512)
     log = (out / "train.log").read_text()  # not a terminal: progress lines in the run log
     assert "step 1/4  loss " in log and "validation at step 4: val/recognition/acc=" in log
 
