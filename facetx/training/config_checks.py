@@ -95,7 +95,7 @@ def _is_multirun() -> bool:
 def check_launcher(cfg: DictConfig, environ: dict[str, str] | None = None) -> None:
     """Refuse Lightning's script DDP launcher inside a ``-m`` sweep: it starts the other ranks by re-running this
     process's command line, so each rank would start a sweep of its own. ``ddp_spawn`` (ranks are forked from the
-    trial) and ranks started by torchrun or srun (one job per trial, e.g. hydra/launcher=submitit_slurm) are fine."""
+    trial) and ranks started by torchrun or srun (one job per trial, e.g. hydra/launcher=slurm) are fine."""
     import os
 
     node = cfg.get("trainer")
@@ -111,7 +111,7 @@ def check_launcher(cfg: DictConfig, environ: dict[str, str] | None = None) -> No
             raise ConfigError(
                 f"trainer.strategy={strategy}: under a -m sweep Lightning would start every rank by re-running the "
                 "sweep command, so each rank would run its own sweep; use trainer.strategy=ddp_spawn, or one DDP job "
-                "per trial with hydra/launcher=submitit_slurm (srun starts the ranks)"
+                "per trial with hydra/launcher=slurm (srun starts the ranks)"
             )
 
 

@@ -58,12 +58,38 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
 def build_trainer(cfg: DictConfig, resolved: dict[str, Any]) -> pl.Trainer:
     # not config options: exact resume and a validated final step are what every run's outputs promise
     always = [StepSeed(cfg.seed), FinalValidation()]
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    if "SLURM_NTASKS" in os.environ:
+        from pytorch_lightning.plugins.environments import SLURMEnvironment
+
+        # requeue has one owner, submitit (hydra/launcher=slurm); the requeued job resumes via requeued_checkpoint
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     return instantiate(
         cfg.trainer,
         callbacks=[*always, *build_callbacks(cfg, resolved)],
         logger=build_loggers(cfg) or False,
-        plugins=[AtomicCheckpointIO()],
+        plugins=plugins,
     )
+
+
+def requeued_checkpoint(cfg: DictConfig, environ: dict[str, str] | None = None) -> str | None:
+    """The ``last.ckpt`` a requeued SLURM job resumes from: SLURM counts requeues in ``SLURM_RESTART_COUNT``, and
+    submitit requeues a job with its arguments, so it writes into the same run directory. None for a first run, a
+    run given ``ckpt_path``, or a directory without ``last.ckpt``."""
+    env = os.environ if environ is None else environ
+    if cfg.get("ckpt_path") or int(env.get("SLURM_RESTART_COUNT") or 0) == 0:
+        return None
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    return str(last) if last.is_file() else None
+
+
+def resume_if_requeued(cfg: DictConfig) -> None:
+    """Set ``cfg.ckpt_path`` to the run directory's ``last.ckpt`` when this is a requeued SLURM job."""
+    last = requeued_checkpoint(cfg)
+    if last is not None:
+        log.info("requeued job (SLURM_RESTART_COUNT=%s): resuming from %s", os.environ["SLURM_RESTART_COUNT"], last)
+        with open_dict(cfg):
+            cfg.ckpt_path = last
 
 
 def complete_loss_config(cfg: DictConfig, num_classes: int) -> None:

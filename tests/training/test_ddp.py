@@ -113,4 +113,4 @@ def test_torchrun_resumes_a_killed_run_to_the_same_weights(ddp_run, tmp_path: Pa
 
 def test_the_script_launcher_is_refused_in_a_sweep(run_script, tmp_path: Path) -> None:
     proc = run_script("train.py", "-m", *FAST, "trainer=ddp_cpu", "model=tiny", f"hydra.sweep.dir={tmp_path}")
-    assert_one_line(proc, "trainer.strategy=ddp", "ddp_spawn", "submitit_slurm")
+    assert_one_line(proc, "trainer.strategy=ddp", "ddp_spawn", "hydra/launcher=slurm")
