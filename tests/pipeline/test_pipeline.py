@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -119,15 +117,13 @@ def test_astronaut_clip_one_track_following_the_face(student: Path):
     assert np.median(errors) < 0.25, errors
 
 
-def test_cli_writes_video_jsonl_and_summary(student: Path, clip, clip_gallery: Path, tmp_path: Path):
+def test_cli_writes_video_jsonl_and_summary(student: Path, clip, clip_gallery: Path, tmp_path: Path, run_script):
     from facetx.data.synthetic.video import write_video
 
     video = write_video(clip, tmp_path / "clip.mp4")
     out = tmp_path / "run"
-    # its own process, as a user runs it
-    cmd = [sys.executable, "-m", "facetx.pipeline", f"source={video}", f"model={student}", "gallery=numpy",
-           f"gallery.path={clip_gallery}", f"hydra.run.dir={out}", "output.progress=false"]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True)
+    proc = run_script("facetx.pipeline", f"source={video}", f"model={student}", "gallery=numpy",
+                      f"gallery.path={clip_gallery}", f"hydra.run.dir={out}", "output.progress=false")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = (out / "faces.jsonl").read_text().splitlines()
     assert len(lines) == len(clip.frames)

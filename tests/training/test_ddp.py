@@ -114,3 +114,36 @@ def test_torchrun_resumes_a_killed_run_to_the_same_weights(ddp_run, tmp_path: Pa
 def test_the_script_launcher_is_refused_in_a_sweep(run_script, tmp_path: Path) -> None:
     proc = run_script("train.py", "-m", *FAST, "trainer=ddp_cpu", "model=tiny", f"hydra.sweep.dir={tmp_path}")
     assert_one_line(proc, "trainer.strategy=ddp", "ddp_spawn", "hydra/launcher=slurm")
+
+
+def test_a_two_rank_checkpoint_resumes_in_one_process(ddp_run, tmp_path: Path, run_script) -> None:
+    """The gathered centres and moments fit one process's single shard: the resume loads, and evaluating the
+    restored weights gives the DDP run's metrics."""
+    out, _ = ddp_run
+    single = [a for a in DDP if not a.startswith("trainer=")]
+    run = tmp_path / "single"
+    proc = run_script("train.py", *single, f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp, one = (json.loads((d / "metrics.json").read_text()) for d in (out, run))
+    assert one["train/global_step"] == 4.0
+    for k, v in ddp.items():
+        assert one[k] == pytest.approx(v, abs=1e-6), k
+
+
+def test_distill_runs_on_two_ranks_with_the_teacher_frozen(ddp_run, tmp_path: Path) -> None:
+    """distill.py under torchrun: the DDP run teaches a tiny student (its gathered Partial FC centres are the
+    teacher's classifier for logit distillation); only rank 0 writes the teacher cache."""
+    out, _ = ddp_run
+    teacher = out / "checkpoints" / "last.ckpt"
+    run = tmp_path / "distill"
+    student_side = ("model=tiny", "loss/recognition=partial_fc", "loss.recognition.sample_rate=0.5")
+    args = [a for a in DDP if a not in student_side]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "distill.py", *args,
+           "student=tiny", "augment=none", f"teacher.ckpt_path={teacher}", f"teacher.cache_dir={tmp_path / 'cache'}",
+           f"hydra.run.dir={run}"]  # fmt: skip
+    _run(cmd)
+    ckpt = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 4 and not any(k.startswith("teacher.") for k in ckpt["state_dict"])
+    assert ckpt["facetx"]["config"]["teacher"]["ckpt_path"] == str(teacher)
+    assert json.loads((run / "metrics.json").read_text())["val/recognition/acc"] > 0
+    assert any((tmp_path / "cache").rglob("*"))  # rank 0 filled it

@@ -1,7 +1,5 @@
 """Distillation: loss terms, frozen teacher, projections for every student, distill.py end to end."""
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -212,14 +210,9 @@ def test_distill_runs_for_every_student(student: str, teacher_ckpt: Path, tmp_pa
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_teacher_discovery_and_missing_teacher(teacher_ckpt: Path, tmp_path: Path) -> None:
+def test_teacher_discovery_and_missing_teacher(teacher_ckpt: Path, tmp_path: Path, run_script) -> None:
     assert find_teacher(teacher_ckpt.parents[2]) == teacher_ckpt
-    proc = subprocess.run(
-        [sys.executable, "distill.py", "debug=fast", f"teacher.search_dir={tmp_path}", f"hydra.run.dir={tmp_path}/r"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    proc = run_script("distill.py", "debug=fast", f"teacher.search_dir={tmp_path}", f"hydra.run.dir={tmp_path}/r")
     assert proc.returncode != 0
     assert "train one first" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -273,21 +266,9 @@ def test_distill_with_teacher_cache_skips_the_teacher(
         assert torch.allclose(v.float(), second[k].float(), atol=1e-5), k
 
 
-def test_teacher_cache_refuses_augmented_data(teacher_ckpt: Path, tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "distill.py",
-            "debug=fast",
-            "augment=default",
-            f"teacher.ckpt_path={teacher_ckpt}",
-            f"teacher.cache_dir={tmp_path}/cache",
-            f"hydra.run.dir={tmp_path}/r",
-        ],  # fmt: skip
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+def test_teacher_cache_refuses_augmented_data(teacher_ckpt: Path, tmp_path: Path, run_script) -> None:
+    proc = run_script("distill.py", "debug=fast", "augment=default", f"teacher.ckpt_path={teacher_ckpt}",
+                      f"teacher.cache_dir={tmp_path}/cache", f"hydra.run.dir={tmp_path}/r")  # fmt: skip
     assert proc.returncode != 0
     assert "augment=none" in proc.stderr and "Traceback" not in proc.stderr
 
