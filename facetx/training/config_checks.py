@@ -7,6 +7,7 @@ traceback: a required value left unset (``???``), ``data.root=null`` (the data c
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -96,8 +97,6 @@ def check_launcher(cfg: DictConfig, environ: dict[str, str] | None = None) -> No
     """Refuse Lightning's script DDP launcher inside a ``-m`` sweep: it starts the other ranks by re-running this
     process's command line, so each rank would start a sweep of its own. ``ddp_spawn`` (ranks are forked from the
     trial) and ranks started by torchrun or srun (one job per trial, e.g. hydra/launcher=slurm) are fine."""
-    import os
-
     node = cfg.get("trainer")
     if not isinstance(node, DictConfig) or not _is_multirun():
         return
