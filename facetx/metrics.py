@@ -116,3 +116,26 @@ def spoof_errors(logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]
     apcer = float((pred[attack] == 0).float().mean()) if attack.any() else float("nan")
     bpcer = float((pred[live] == 1).float().mean()) if live.any() else float("nan")
     return {"apcer": apcer, "bpcer": bpcer, "acer": (apcer + bpcer) / 2}
+
+
+def template_features(
+    embeddings: torch.Tensor, templates: torch.Tensor, medias: torch.Tensor, weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """IJB template features, arcface_torch's ``image2template_feature``: face embeddings ``[N, D]`` (flip-summed,
+    not normalized) times ``weights [N]`` (detector scores), averaged per (template, media), summed per template,
+    then L2-normalized. Returns ``(template ids [T] sorted, features [T, D])``."""
+    x = embeddings.double() * (1.0 if weights is None else weights.double()[:, None])
+    # a media (one photo, or one video's frames) belongs to a template: key the pair
+    media_keys, media_of = torch.unique(torch.stack([templates, medias], 1), dim=0, return_inverse=True)
+    media_sum = torch.zeros(len(media_keys), x.shape[1], dtype=x.dtype).index_add_(0, media_of, x)
+    media_mean = media_sum / torch.bincount(media_of, minlength=len(media_keys))[:, None]  # [M, D]
+    ids, template_of = torch.unique(media_keys[:, 0], return_inverse=True)
+    feats = torch.zeros(len(ids), x.shape[1], dtype=x.dtype).index_add_(0, template_of, media_mean)  # [T, D]
+    return ids, F.normalize(feats, dim=1).float()
+
+
+def template_pair_scores(ids: torch.Tensor, features: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    """Cosine scores ``[P]`` of template pairs ``pairs [P, >=2]`` (template ids) from :func:`template_features`."""
+    a = torch.searchsorted(ids, pairs[:, 0])
+    b = torch.searchsorted(ids, pairs[:, 1])
+    return (features[a] * features[b]).sum(dim=1)

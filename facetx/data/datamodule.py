@@ -36,7 +36,8 @@ class FaceDataModule(pl.LightningDataModule):
     """Wraps a training set and held-out sets.
 
     ``num_landmarks`` is the run's landmark layout size (68 or 98); ``root`` the data folder the configs interpolate;
-    ``val_bins`` insightface verification packs added as held-out sets (``val/<stem>/acc``); ``monitor`` /
+    ``val_bins`` insightface verification packs added as held-out sets (``val/<stem>/acc``); ``val_ijb`` IJB-B/C folders
+    in insightface's layout (``val/ijbc/tar@far=1e-4``, ...); ``monitor`` /
     ``monitor_mode`` the metric that selects the best checkpoint for this data (a landmark-only set has no
     verification accuracy).
 
@@ -53,6 +54,7 @@ class FaceDataModule(pl.LightningDataModule):
         num_landmarks: int = 68,
         root: str | None = None,
         val_bins: Sequence[str] = (),
+        val_ijb: Sequence[str] = (),
         monitor: str = "val/recognition/acc",
         monitor_mode: str = "max",
         batch_size: int = 64,
@@ -94,6 +96,12 @@ class FaceDataModule(pl.LightningDataModule):
             from facetx.data.formats.verification import verification_sets
 
             self.val_sets += verification_sets(val_bins, layout=num_landmarks)
+        if isinstance(val_ijb, str):
+            raise ConfigError(f"data.val_ijb={val_ijb}: expected a list of folders, e.g. data.val_ijb=[{val_ijb}]")
+        if val_ijb:
+            from facetx.data.formats.ijb import ijb_sets
+
+            self.val_sets += ijb_sets(list(val_ijb), layout=num_landmarks)
         for ds in [self.train_set, *self.val_sets, *self.test_sets]:
             layout = getattr(ds, "layout", None)
             if layout is not None and layout.num_points != num_landmarks:

@@ -50,7 +50,10 @@ class HeldOutEvaluator:
         layout = getattr(dataset, "layout", None)
         self.nme_indices = None if layout is None else tuple(layout.nme_indices)
         self.flip_tta = bool(getattr(dataset, "flip_tta", False))
-        self.fars = tuple(fars)
+        self.fars = tuple(getattr(dataset, "fars", fars))  # a benchmark's own FARs (IJB: 1e-6 ... 1e-1)
+        # IJB-style 1:1 verification of templates (sets of faces), see facetx.data.formats.ijb
+        self.templates = {k: getattr(dataset, k) for k in ("templates", "medias", "detector_scores", "template_pairs")
+                          if hasattr(dataset, "template_pairs")}  # fmt: skip
         self.raw_pixels = raw_pixels and self.pairs is not None
         self._chunks: dict[str, list[torch.Tensor]] = {}
 
@@ -94,6 +97,8 @@ class HeldOutEvaluator:
         m: dict[str, float] = {}
         if self.pairs is not None and "embedding" in d:
             m.update(self._verification(d))
+        if self.templates and "embedding" in d:
+            m.update(self._template_verification(d))
         if "landmarks" in d and d["has_landmarks"].any() and self.nme_indices is not None:
             sel = d["has_landmarks"]
             m["landmarks/nme"] = metrics.landmark_nme(
@@ -106,6 +111,22 @@ class HeldOutEvaluator:
             sel = d["has_spoof"]
             for k, v in metrics.spoof_errors(d["spoof_logits"][sel], d["spoof"][sel]).items():
                 m[f"spoof/{k}"] = v
+        return m
+
+    def _template_verification(self, d: dict[str, torch.Tensor]) -> dict[str, float]:
+        name = self.verification_name or self.name
+        t = self.templates
+        rows = d["index"] if "index" in d else torch.arange(len(d["embedding"]))
+        if len(rows) != len(t["templates"]):
+            raise ValueError(f"held-out set {self.name!r}: {len(rows)} of {len(t['templates'])} faces evaluated")
+        ids, feats = metrics.template_features(
+            d["embedding"], t["templates"][rows], t["medias"][rows], t["detector_scores"][rows]
+        )
+        scores = metrics.template_pair_scores(ids, feats, t["template_pairs"])
+        same = t["template_pairs"][:, 2].bool()
+        m = {f"{name}/{_far_key(far)}": metrics.tar_at_far(scores[same], scores[~same], far) for far in self.fars}
+        m[f"{name}/genuine_pairs"] = float(same.sum())
+        m[f"{name}/impostor_pairs"] = float((~same).sum())
         return m
 
     def _verification(self, d: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -8,6 +8,7 @@ from facetx.data.formats.celeba_spoof import CelebASpoof
 from facetx.data.formats.errors import CorruptImageError, DataFormatError
 from facetx.data.formats.fer2013 import FER2013
 from facetx.data.formats.ibug300w import IBUG300W
+from facetx.data.formats.ijb import IJBTemplates, ijb_sets
 from facetx.data.formats.imagefolder import ImageFolderFaces
 from facetx.data.formats.insightface import InsightFaceRec
 from facetx.data.formats.verification import VerificationBin, verification_sets
@@ -17,6 +18,7 @@ from facetx.data.formats.writers import RecordIOWriter
 __all__ = [
     "FER2013",
     "IBUG300W",
+    "IJBTemplates",
     "WFLW",
     "CelebASpoof",
     "CorruptImageError",
@@ -25,5 +27,6 @@ __all__ = [
     "InsightFaceRec",
     "RecordIOWriter",
     "VerificationBin",
+    "ijb_sets",
     "verification_sets",
 ]

@@ -201,3 +201,25 @@ def write_celeba_spoof_box(
     out = p.with_name(p.stem + "_BB.txt")
     out.write_text(f"{round(x * sx)} {round(y * sy)} {round(bw * sx)} {round(bh * sy)} {score}\n")
     return out
+
+
+def write_ijb(
+    root: str | os.PathLike,
+    faces: Sequence[tuple[str, int, int, np.ndarray, float]],
+    pairs: Sequence[tuple[int, int, int]],
+    images: Mapping[str, np.ndarray],
+    kind: str = "ijbc",
+) -> Path:
+    """An IJB-B/C folder as insightface ships it: ``faces`` = (image name, template, media, 5 points ``[5, 2]`` px,
+    detector score), ``pairs`` = (template, template, same), ``images`` name -> uint8 RGB loose crop."""
+    root = Path(root)
+    meta, crops = root / "meta", root / "loose_crop"
+    meta.mkdir(parents=True, exist_ok=True)
+    crops.mkdir(exist_ok=True)
+    (meta / f"{kind}_face_tid_mid.txt").write_text("".join(f"{n} {t} {m}\n" for n, t, m, _, _ in faces))
+    lines = [" ".join([n, *(f"{v:.3f}" for v in np.asarray(p).reshape(-1)), f"{s:.6f}"]) for n, _, _, p, s in faces]
+    (meta / f"{kind}_name_5pts_score.txt").write_text("\n".join(lines) + "\n")
+    (meta / f"{kind}_template_pair_label.txt").write_text("".join(f"{a} {b} {s}\n" for a, b, s in pairs))
+    for name, image in images.items():
+        (crops / name).write_bytes(encode_image(image, ext=Path(name).suffix or ".jpg"))
+    return root
