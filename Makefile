@@ -13,7 +13,7 @@ PEER_PY := $(PEER_VENV)/bin/python
 PEER_MEDIAPIPE := 0.10.14
 PEER_STAMP := $(PEER_VENV)/.facetx-peer-mediapipe-$(PEER_MEDIAPIPE)
 
-.PHONY: install weights peer train test bench lint clean-venv
+.PHONY: install weights peer train test bench tables tables-readme tables-check lint clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,17 @@ bench: install weights peer  ## benchmarks (not tests): training/data throughput
 	@# the student's fastest artifact on this machine (best.json of the export above), in the same benchmark
 	$(PY) -m facetx.bench.pipeline_speed --model outputs/export/bench/student --runtime best --threads 1 \
 		--out outputs/bench/pipeline_best
+
+SCALE ?= smoke
+
+tables: install weights peer  ## the runs behind every README table: SCALE=smoke (CI, minutes) | cpu (2 cores, the README's numbers) | gpu
+	$(PY) -m facetx.bench.tables run --scale $(SCALE) $(ARGS)
+
+tables-readme: install  ## rewrite the README's generated tables from results/cpu.csv
+	$(PY) -m facetx.bench.tables readme --scale cpu
+
+tables-check: install  ## fail when the README's tables and results/cpu.csv disagree
+	$(PY) -m facetx.bench.tables check --scale cpu
 
 lint: install  ## ruff, and the layer contract: a facetx package imports only the packages below it
 	$(VENV)/bin/lint-imports --no-logo

@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--runs-per-model", type=int, default=60)
     ap.add_argument("--tflite", action="store_true", help="also convert each network to FP32 .tflite and time it")
     ap.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows (metrics, cost, latency) as JSON")
     args = ap.parse_args(argv)
     if args.labels is not None and len(args.labels) != len(args.runs):
         ap.error(f"--labels: expected one label per run ({len(args.runs)}), got {len(args.labels)}")
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> str:
     for i, run in enumerate(args.runs):
         label, net, metrics = load_run(run)
         rows.append({"label": args.labels[i] if args.labels else label, "run": str(run), "metrics": metrics,
+                     "model": label.split(" (")[0],
                      "params_m": count_params(net) / 1e6, "gflops": count_gflops(net)})  # fmt: skip
         nets.append(net)
     if latency:
@@ -110,6 +112,21 @@ def main(argv: list[str] | None = None) -> str:
     print(table)
     if args.out:
         args.out.write_text(table)
+    if args.json:
+        summary = system_summary()
+        args.json.write_text(
+            json.dumps(
+                {
+                    "split": args.split,
+                    "threads": args.threads,
+                    "rows": rows,
+                    "cpu": summary["cpu"],
+                    "isa_flags": summary["isa_flags"],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return table
 
 
