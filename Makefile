@@ -13,7 +13,7 @@ PEER_PY := $(PEER_VENV)/bin/python
 PEER_MEDIAPIPE := 0.10.14
 PEER_STAMP := $(PEER_VENV)/.facetx-peer-mediapipe-$(PEER_MEDIAPIPE)
 
-.PHONY: install weights peer train test bench tables tables-readme tables-check lint clean-venv
+.PHONY: install weights peer train test test-extra bench tables tables-readme tables-check lint clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,7 +42,10 @@ train: install  ## train the teacher on the embedded synthetic faces (CPU profil
 	$(PY) train.py model=teacher $(ARGS)
 
 test: install weights peer  ## the test suite (CPU, no downloads beyond the install; tests/test_layers.py checks the import layers)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -m "not ci_extra" $(ARGS)
+
+test-extra: install weights peer  ## CI's second stage: every experiment= recipe two steps at full network size, make tables SCALE=smoke
+	$(PY) -m pytest -q -m ci_extra $(ARGS)
 
 PIPELINE_MODEL ?= tests/pipeline/data/student.int8.onnx
 

@@ -46,6 +46,8 @@ GROUP_PACKAGES: dict[str, tuple[str, ...]] = {
     "runtime": ("facetx.export",),  # the runtime stages (facetx.export.runtimes)
     # the video pipeline's own config root (conf/pipeline/pipeline.yaml; groups detector, tracker, gallery, output)
     "pipeline": ("facetx.pipeline", "facetx.detect"),
+    # plans of `make tables` (not composed by Hydra: facetx.bench.tables reads them)
+    "tables": ("facetx.bench",),
 }
 #: top-level keys of train.yaml / distill.yaml / export.yaml that are not groups
 TOP_LEVEL_PACKAGES: dict[str, tuple[str, ...]] = {"module": ("facetx.training",)}

@@ -109,6 +109,24 @@ class FaceDataModule(pl.LightningDataModule):
                     f"data.num_landmarks={num_landmarks} but {getattr(ds, 'name', type(ds).__name__)} uses the "
                     f"{layout.name} layout with {layout.num_points} points: set data.num_landmarks={layout.num_points}"
                 )
+        self._check_monitor()
+
+    def _check_monitor(self) -> None:
+        """``monitor`` must be a metric these held-out sets report: ``val/<task>/...`` or ``val/<set name>/...``
+        (an IJB recipe run without ``data.val_ijb`` would otherwise select no checkpoint and say nothing)."""
+        parts = self.monitor.split("/")
+        if len(parts) < 3 or parts[0] not in ("val", "test"):
+            return
+        known = {"recognition", "landmarks", "expression", "spoof"}
+        for ds in self.val_sets:
+            known |= {str(n) for n in (getattr(ds, "verification_name", None), getattr(ds, "name", None)) if n}
+        if parts[1] not in known:
+            add = "data.val_ijb=[/path/to/IJB_release/IJBC]" if parts[1] in ("ijbc", "ijbb") else (
+                f"data.val_bins=[/path/to/{parts[1]}.bin]")  # fmt: skip
+            raise ConfigError(
+                f"data.monitor={self.monitor}: no held-out set reports {parts[1]!r} (held-out names and tasks:"
+                f" {sorted(known)}): add it ({add}) or monitor one of those"
+            )
 
     @property
     def num_classes(self) -> int:

@@ -169,6 +169,30 @@ def facevit_tiny_p14_112(pretrained: bool = False, **kwargs) -> FaceViT:
     return _facevit(pretrained, dict(embed_dim=192, depth=12, num_heads=3), kwargs)
 
 
+def _arcface_vit(embed_dim: int, depth: int) -> dict:
+    # arcface_torch backbones/vit.py: 9-px patches (112 // 9 = 12 -> 144 tokens over 108 of the 112 px), 8 heads,
+    # MLP ratio 4 with ReLU6, no qkv bias, learned positions, no class token
+    return dict(patch_size=9, embed_dim=embed_dim, depth=depth, num_heads=8, act_layer="relu6", qkv_bias=False)
+
+
+@register_model
+def facevit_arcface_t_p9_112(pretrained: bool = False, **kwargs) -> FaceViT:
+    """arcface_torch's ViT-T (``vit_t_dp005_mask0``): 256-d, 12 blocks, 8 heads, 144 tokens."""
+    return _facevit(pretrained, _arcface_vit(256, 12), kwargs)
+
+
+@register_model
+def facevit_arcface_s_p9_112(pretrained: bool = False, **kwargs) -> FaceViT:
+    """arcface_torch's ViT-S (``vit_s_dp005_mask_0``): 512-d, 12 blocks, 8 heads, 144 tokens."""
+    return _facevit(pretrained, _arcface_vit(512, 12), kwargs)
+
+
+@register_model
+def facevit_arcface_b_p9_112(pretrained: bool = False, **kwargs) -> FaceViT:
+    """arcface_torch's ViT-B (``vit_b_dp005_mask_005``): 512-d, 24 blocks, 8 heads, 144 tokens."""
+    return _facevit(pretrained, _arcface_vit(512, 24), kwargs)
+
+
 @register_model
 def facevit_window_tiny_p14_112(pretrained: bool = False, **kwargs) -> FaceViT:
     """Windowed-attention ViT-Ti: 4x4-token windows, shifted on odd blocks; 8 blocks for real-time students."""
