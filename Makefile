@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.facetx-installed
-EXTRAS ?= wandb,sweep,slurm,export,detect,gallery,openvino,tflite,coreml,prune,dev
+EXTRAS ?= wandb,sweep,slurm,export,detect,gallery,openvino,tflite,coreml,prune,notebooks,dev
 ARGS ?=
 # MediaPipe's own FaceDetection / FaceMesh as a peer to compare against: mediapipe 0.10.14 (the last line with
 # mp.solutions and their models is 0.10.21) needs protobuf<5, our onnx needs protobuf>=6, so it gets its own venv.

@@ -22,17 +22,17 @@ from facetx.bench.tables.results import collect, read_csv, write_csv
 from facetx.errors import exit_on_user_error
 
 
-def _plan_file(scale: str) -> Path:
-    return REPO / "conf" / "tables" / f"{scale}.yaml"
+def _plan_file(args: argparse.Namespace) -> Path:
+    return Path(args.plan) if args.plan else REPO / "conf" / "tables" / f"{args.scale}.yaml"
 
 
-def _tables(scale: str) -> tuple[dict, str | None]:
-    cfg = OmegaConf.to_container(OmegaConf.load(_plan_file(scale)))
+def _tables(plan: Path) -> tuple[dict, str | None]:
+    cfg = OmegaConf.to_container(OmegaConf.load(plan))
     return cfg.get("tables", {}), cfg.get("readme")
 
 
 def run(args: argparse.Namespace) -> int:
-    scale, runs = load_plan(_plan_file(args.scale))
+    scale, runs = load_plan(_plan_file(args))
     out = Path(args.out or REPO / "outputs" / "tables" / scale)
     commit, dirty = commit_state()
     only = set(args.only or [r.name for r in runs])
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"tables: {r.name}: {seconds:.0f} s", flush=True)
     rows = collect(runs, out)
     write_csv(rows, out / "results.csv")
-    tables, readme = _tables(scale)
+    tables, readme = _tables(_plan_file(args))
     blocks = [
         f"## {name}\n\n{md.render_block(name, spec, read_csv(out / 'results.csv'))}" for name, spec in tables.items()
     ]
@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("command", choices=("run", "readme", "check"))
     ap.add_argument("--scale", default="smoke", help="a plan of conf/tables/ (smoke, cpu, gpu)")
+    ap.add_argument("--plan", default=None, help="a plan file instead of conf/tables/<scale>.yaml")
     ap.add_argument("--out", default=None, help="run folders and results.csv (default outputs/tables/<scale>)")
     ap.add_argument("--only", nargs="+", default=None, help="run only these runs of the plan (their inputs must exist)")
     ap.add_argument("--any-commit", action="store_true", help="reuse results made at another commit too")
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.command == "run":
         return run(args)
-    tables, readme = _tables(args.scale)
+    tables, readme = _tables(_plan_file(args))
     target = REPO / (args.readme or readme or "README.md")
     results = Path(args.results or REPO / "results" / f"{args.scale}.csv")
     if args.command == "readme":

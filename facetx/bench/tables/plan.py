@@ -117,8 +117,9 @@ def is_current(run: Run, out: Path, commit: str, any_commit: bool = False) -> bo
     return bool(stamp) and stamp.get("hash") == run.hash and (any_commit or stamp.get("commit") == commit)
 
 
-def execute(run: Run, out: Path, python: str = sys.executable) -> float:
-    """Run one step (its log: ``OUT/<name>.log``) and stamp its folder; returns the seconds it took."""
+def command_for(run: Run, out: Path, python: str = sys.executable) -> list[str]:
+    """The command line of ``run``: Hydra scripts write into the run's folder, and a training run that was killed
+    (``last.ckpt`` there, no stamp) resumes from it: exact resume makes the result the same."""
     run_dir = out / run.name
     args = expand(run, out)
     cmd = [python, run.script, *args] if run.script else [python, "-m", run.module, *args]
@@ -126,7 +127,14 @@ def execute(run: Run, out: Path, python: str = sys.executable) -> float:
         cmd.append(f"hydra.run.dir={run_dir}")
         last = run_dir / "checkpoints" / "last.ckpt"
         if run.script in _TRAINING and last.is_file() and stamp_of(run_dir) is None:
-            cmd.append(f"ckpt_path={last}")  # killed earlier: resume, the result is the same (exact resume)
+            cmd.append(f"ckpt_path={last}")
+    return cmd
+
+
+def execute(run: Run, out: Path, python: str = sys.executable) -> float:
+    """Run one step (its log: ``OUT/<name>.log``) and stamp its folder; returns the seconds it took."""
+    run_dir = out / run.name
+    cmd = command_for(run, out, python)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = out / f"{run.name}.log"
     t0 = time.monotonic()

@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from facetx.bench.tables.plan import Run, stamp_of
+from facetx.errors import ConfigError
 
 #: the first columns of the CSV, in this order; the metric columns follow, sorted
 FIRST = ["run", "role", "label", "model", "data", "split", "runtime", "precision", "graph", "batch", "params_m",
@@ -114,5 +115,7 @@ def _cell(v: object) -> object:
 
 
 def read_csv(path: str | Path) -> list[dict[str, str]]:
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: no results CSV here (make tables SCALE=... writes it)")
     with open(path, newline="") as f:
         return list(csv.DictReader(f))

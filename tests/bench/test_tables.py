@@ -1,0 +1,127 @@
+"""make tables: plans are checked, runs whose stamp has the same config hash and commit are skipped (a changed run
+reruns with what depends on it), a failed run is one line, a killed training run resumes, the results CSV feeds
+README blocks, and the check fails when a block and the CSV disagree."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from facetx.bench.tables import readme as md
+from facetx.bench.tables.__main__ import main
+from facetx.bench.tables.plan import STAMP, command_for, load_plan
+from facetx.bench.tables.results import read_csv
+from facetx.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+PLAN = """
+scale: test
+runs:
+  compare:
+    role: latency
+    module: tests.bench.fake_run
+    args: [compare, "{dir}"{compare_extra}]
+  export:
+    role: deploy
+    label: nano
+    module: tests.bench.fake_run
+    args: [export, "{dir}", "--after={compare}"]
+tables:
+  distill: {kind: latency, runs: [compare]}
+  deploy: {kind: deploy, runs: [export]}
+"""
+
+
+def _plan(tmp_path: Path, compare_extra: str = "") -> Path:
+    p = tmp_path / "plan.yaml"
+    p.write_text(PLAN.replace("{compare_extra}", compare_extra))
+    return p
+
+
+def _calls(out: Path) -> list[str]:
+    f = out / "calls.txt"
+    return f.read_text().split() if f.exists() else []
+
+
+def test_runs_are_skipped_for_the_same_hash_and_rerun_with_their_dependents(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["run", "--plan", str(_plan(tmp_path)), "--out", str(out)]) == 0
+    assert _calls(out) == ["compare", "export"] and (out / "compare" / STAMP).is_file()
+    rows = read_csv(out / "results.csv")
+    assert [(r["run"], r["role"], r.get("runtime", "")) for r in rows] == [
+        ("compare", "latency", ""), ("compare", "latency", ""), ("export", "deploy", "onnxruntime"),
+        ("export", "deploy", "tflite")]  # fmt: skip
+    assert all(r["commit"] and r["isa_flags"] and r["config_hash"] and r["cpu"] for r in rows)
+    assert "| student |" in (out / "tables.md").read_text()
+    assert main(["run", "--plan", str(_plan(tmp_path)), "--out", str(out)]) == 0
+    assert _calls(out) == ["compare", "export"]  # nothing ran again
+    assert main(["run", "--plan", str(_plan(tmp_path, ', "--changed"')), "--out", str(out)]) == 0
+    assert _calls(out) == ["compare", "export", "compare", "export"]  # export reads compare: it reruns too
+
+
+def test_a_failed_run_is_one_line_naming_its_log(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    assert main(["run", "--plan", str(_plan(tmp_path, ', "--fail"')), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: tables: run 'compare' failed (exit 3); its log: {out / 'compare.log'}"]
+    assert not (out / "compare" / STAMP).exists() and _calls(out) == ["compare"]
+
+
+def test_plan_mistakes_name_the_file_and_the_run(tmp_path: Path) -> None:
+    bad = {
+        "role: latency\n    module": "role: lat\n    module",
+        "args: [export,": "argz: [export,",
+        '"--after={compare}"': '"--after={later}"',
+    }
+    needles = ["runs.compare.role='lat'", "unexpected ['argz']", "{later} is not an earlier run"]
+    for (old, new), needle in zip(bad.items(), needles, strict=True):
+        p = tmp_path / "bad.yaml"
+        p.write_text(PLAN.replace("{compare_extra}", "").replace(old, new))
+        with pytest.raises(ConfigError, match=None) as e:
+            load_plan(p)
+        assert str(p) in str(e.value) and needle in str(e.value), str(e.value)
+
+
+def test_a_killed_training_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
+    plan = tmp_path / "train.yaml"
+    plan.write_text("runs:\n  t: {role: student, script: train.py, args: [model=tiny]}\n")
+    (run,) = load_plan(plan)[1]
+    out = tmp_path / "out"
+    assert command_for(run, out, "py") == ["py", "train.py", "model=tiny", f"hydra.run.dir={out / 't'}"]
+    (out / "t" / "checkpoints").mkdir(parents=True)
+    (out / "t" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert command_for(run, out, "py")[-1] == f"ckpt_path={out / 't' / 'checkpoints' / 'last.ckpt'}"
+
+
+def test_readme_blocks_are_rendered_and_checked(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    plan = _plan(tmp_path)
+    assert main(["run", "--plan", str(plan), "--out", str(out)]) == 0
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- facetx:table deploy -->\nold\n<!-- facetx:end -->\ntext\n")
+    args = ["--plan", str(plan), "--results", str(out / "results.csv"), "--readme", str(readme)]
+    assert main(["check", *args]) == 1
+    assert main(["readme", *args]) == 0
+    text = readme.read_text()
+    assert "| nano | tflite | int8 | xnnpack | 1 | 5.3 | 1.10 | 2.70x | 87.90 | best |" in text
+    assert text.endswith("<!-- facetx:end -->\ntext\n") and main(["check", *args]) == 0
+    readme.write_text(text.replace("87.90", "88.90"))  # a typed number
+    assert main(["check", *args]) == 1
+    readme.write_text(text.replace("facetx:table deploy", "facetx:table nope"))
+    with pytest.raises(ConfigError, match="README block 'nope' is not a table of the plan"):
+        md.render(readme.read_text(), {"deploy": {}}, [])
+
+
+@pytest.mark.ci_extra
+def test_smoke_plan_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "smoke"
+    cmd = [str(ROOT / ".venv" / "bin" / "python"), "-m", "facetx.bench.tables", "run", "--scale", "smoke", "--out",
+           str(out)]  # fmt: skip
+    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+    roles = {r["role"] for r in read_csv(out / "results.csv")}
+    assert roles == {"teacher", "student", "distilled", "ablation", "latency", "deploy"}
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert again.stdout.count("skipped") == 6, again.stdout
