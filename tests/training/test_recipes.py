@@ -77,3 +77,14 @@ def test_recipe_trains_two_steps_on_a_tiny_pack(name: str, packs: Path, run_scri
     flat = json.dumps(metrics)
     monitor = compose_config("train", [f"experiment={name}", *_paths(name, packs)], tmp_path / "cfg").data.monitor
     assert monitor in flat, (monitor, flat[:1500])
+
+
+def test_the_readme_recipe_table_states_each_config_target(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = {line.split("|")[1].strip(" `"): line for line in readme.splitlines() if line.startswith("| `")}
+    for name in RECOGNITION + list(TASKS):
+        cfg = compose_config("train", [f"experiment={name}", "data.root=/x", "data.val_ijb=[/y]"], tmp_path)
+        assert cfg.recipe.source, name
+        for value in cfg.recipe.target.values():
+            if value is not None:
+                assert f"{100 * value:.2f}" in rows[name] or f"{100 * value:.1f}" in rows[name], (name, value)

@@ -94,8 +94,35 @@ def pipeline(rows: Sequence[Row]) -> list[str]:
     return _table(head, body)
 
 
+def splits(rows: Sequence[Row]) -> list[str]:
+    """One training run's held-out metrics, val and test side by side (with the raw-pixel baseline)."""
+    by = {r["split"]: r for r in rows}
+    keys = [("recognition/acc", "verification accuracy (10-fold) %", 100),
+            ("recognition/acc_std", "± across folds, pt", 100), ("recognition/tar@far=1e-3", "TAR@FAR=1e-3 %", 100),
+            ("recognition/raw_pixel_acc", "raw-pixel cosine baseline %", 100), ("landmarks/nme", "landmark NME %", 100),
+            ("expression/acc", "expression accuracy (7 classes) %", 100), ("spoof/acer", "spoof ACER %", 100),
+            ("spoof/apcer", "spoof APCER %", 100), ("spoof/bpcer", "spoof BPCER %", 100)]  # fmt: skip
+    body = [[name, _f(by.get("val", {}), k, s), _f(by.get("test", {}), k, s)] for k, name, s in keys]
+    return _table(["metric", "val", "test"], body)
+
+
+def throughput(rows: Sequence[Row]) -> list[str]:
+    """Training and data-pipeline throughput (``facetx.bench.train_speed``)."""
+    r = rows[0]
+    body = [[f"training {r['model']}, plain PyTorch loop (batch {r['batch']}, {r['threads']} threads)",
+             _f(r, "train_images_per_s_plain_torch", digits=1, suffix=" img/s")],
+            ["training, Lightning `FaceModule` on the same batches",
+             _f(r, "train_images_per_s_lightning", digits=1, suffix=" img/s")],
+            ["Lightning overhead", _f(r, "lightning_overhead", 100, 1, " %")]]  # fmt: skip
+    for a in ("none", "default", "strong"):
+        body.append([f"data pipeline per worker, `augment={a}`", _f(r, f"data_images_per_s/{a}", digits=0,
+                                                                     suffix=" img/s")])  # fmt: skip
+    return _table(["measurement", "value"], body)
+
+
 KINDS: dict[str, Callable[[Sequence[Row]], list[str]]] = {
-    "latency": latency, "ablations": ablations, "deploy": deploy, "pipeline": pipeline}  # fmt: skip
+    "latency": latency, "ablations": ablations, "deploy": deploy, "pipeline": pipeline, "splits": splits,
+    "throughput": throughput}  # fmt: skip
 
 
 def render_block(name: str, spec: dict, rows: Sequence[Row]) -> str:

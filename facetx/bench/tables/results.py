@@ -79,8 +79,16 @@ def _pipeline_rows(run_dir: Path, ctx: dict) -> list[dict]:
     return [{**ctx, "model": data["context"].get("student runtime", ""), **r} for r in data["rows"]]
 
 
+def _throughput_rows(run_dir: Path, ctx: dict) -> list[dict]:
+    r = json.loads((run_dir / "train_speed.json").read_text())
+    data = {f"data_images_per_s/{k}": v for k, v in r["data_images_per_s_per_worker"].items()}
+    keep = ("batch", "threads", "train_images_per_s_plain_torch", "train_images_per_s_lightning", "lightning_overhead")
+    return [{**ctx, "model": r["model"], **{k: r[k] for k in keep}, **data}]
+
+
 READERS = {"deploy": ("benchmark.csv", _export_rows), "latency": ("compare.json", _compare_rows),
-           "pipeline": ("pipeline_benchmark.json", _pipeline_rows)}  # fmt: skip
+           "pipeline": ("pipeline_benchmark.json", _pipeline_rows),
+           "throughput": ("train_speed.json", _throughput_rows)}  # fmt: skip
 
 
 def collect(runs: list[Run], out: Path) -> list[dict]:
