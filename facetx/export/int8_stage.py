@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx as onnx_lib
 import torch
 
@@ -17,10 +18,12 @@ from facetx.export.contracts import Int8Stage, OnnxArtifacts, Source
 from facetx.export.data import ExportData
 from facetx.export.parity import output_agreement
 from facetx.export.settings import QuantSettings
+from facetx.quant.dynamic import build_dynamic, choose_kind, wants_dynamic
 from facetx.quant.int8 import build_int8
 from facetx.quant.recipe import choose_recipe
-from facetx.runtime.sessions import OrtPredictor, Predictor, Runner, make_session, set_metadata
+from facetx.runtime.sessions import OrtPredictor, OrtRunner, Predictor, Runner, make_session, set_metadata
 from facetx.runtime.system import isa_flags, isa_regime
+from facetx.runtime.timing import paired_ratio, runner_call, time_interleaved
 from facetx.training.evaluation import evaluate
 
 log = logging.getLogger(__name__)
@@ -120,15 +123,22 @@ def int8_stage(
         },
     )
     onnx_lib.save(model, str(res.path))
+    final, dynamic, qdq = res.path, None, None
+    if runtime == "onnxruntime" and runner_for is None and wants_dynamic(q.dynamic, regime):
+        baseline = fp32_select.get(key) if key else None
+        final, dynamic, qdq = _dynamic_candidate(res.path, fp32_path, work, q, calib, probe, threads, select, baseline)
+        notes.append(_dynamic_note(dynamic))
 
-    int8_pred = predictor_for(res.path)
+    int8_pred = predictor_for(final)
     metrics = {f"{runtime}/int8": evaluate(int8_pred, data.report, batch_size=eval_batch_size)}
     agreement = output_agreement(source.net, int8_pred, real, source.names)
-    size_fp32, size_int8 = fp32_path.stat().st_size, res.path.stat().st_size
+    size_fp32, size_int8 = fp32_path.stat().st_size, final.stat().st_size
     quantized = {g: len(n) - len(res.fp32_nodes.get(g, [])) for g, n in res.groups.items()}
     report = {
         "runtime": runtime,
-        "file": res.path.name,
+        "file": final.name,
+        "kind": dynamic["kind"] if dynamic else "static",
+        "dynamic": dynamic,
         "recipe": res.recipe.as_dict(),
         "isa_regime": regime,
         "isa_flags": isa_flags(),
@@ -158,9 +168,60 @@ def int8_stage(
     }
     notes += res.report.notes
     artifact = "int8" if runtime == "onnxruntime" else f"{runtime}_int8"
-    return Int8Stage(
-        paths={artifact: res.path}, metrics=metrics, report=report, notes=notes, result=res, work=work, settings=q
-    )
+    paths = {artifact: final, **({"int8_qdq": qdq} if qdq else {})}
+    return Int8Stage(paths=paths, metrics=metrics, report=report, notes=notes, result=res, work=work, settings=q)
+
+
+def _dynamic_candidate(
+    static: Path,
+    fp32: Path,
+    work: Path,
+    q: QuantSettings,
+    calib: list[np.ndarray],
+    probe: np.ndarray,
+    threads: int | None,
+    select: Callable[[Path], float] | None,
+    baseline: float | None,
+) -> tuple[Path, dict[str, Any], Path | None]:
+    """Build ONNX Runtime's dynamic INT8 beside the static file, time FP32 / static / dynamic interleaved at batch 1
+    and 32, and keep the faster within the accuracy budget as ``model.int8.onnx`` (then the static Q/DQ file, which
+    OpenVINO and TensorRT read, stays as ``model.int8.qdq.onnx``). Returns (the INT8 file, what was measured, the
+    Q/DQ file if it moved)."""
+    dyn = build_dynamic(work / "model.pre.onnx", work / "model.int8.dynamic.onnx")
+    meta = {p.key: p.value for p in onnx_lib.load(str(static), load_external_data=False).metadata_props}
+    model = onnx_lib.load(str(dyn))
+    recipe = {"name": "dynamic", "weights": "int8 per tensor", "ops": ["MatMul", "Gemm"], "activations": "per call"}
+    set_metadata(model, {**meta, "int8.kind": "dynamic", "int8.recipe": json.dumps(recipe), "int8.fp32_nodes": "{}"})
+    onnx_lib.save(model, str(dyn))
+    metric = select(dyn) if select is not None else None
+    within = metric is None or baseline is None or baseline - metric <= q.max_drop_pt / 100.0
+    big = np.concatenate(calib)[:32]
+    speed: dict[str, dict[int, float]] = {"static": {}, "dynamic": {}}
+    for x in (probe[:1], big):
+        fns = {k: runner_call(OrtRunner(make_session(p, threads)), x) for k, p in
+               (("fp32", fp32), ("static", static), ("dynamic", dyn))}  # fmt: skip
+        _, samples = time_interleaved(fns, batch=len(x), warmup=3, runs=q.latency_runs)
+        for k in speed:
+            speed[k][len(x)] = round(paired_ratio(samples["fp32"], samples[k]), 3)
+    kind = choose_kind(q.dynamic, speed, within)
+    report = {"mode": q.dynamic, "kind": kind, "speed_vs_fp32": speed, "metric": metric, "within_budget": within}
+    if kind == "static":
+        dyn.unlink()
+        return static, report, None
+    qdq = static.with_name("model.int8.qdq.onnx")
+    static.replace(qdq)
+    dyn.replace(static)
+    return static, report, qdq
+
+
+def _dynamic_note(d: dict[str, Any]) -> str:
+    s, y = d["speed_vs_fp32"]["static"], d["speed_vs_fp32"]["dynamic"]
+    batches = sorted(s)
+    speeds = ", ".join(f"batch {b}: static {s[b]:.2f}x, dynamic {y[b]:.2f}x" for b in batches)
+    kept = "dynamic INT8 is model.int8.onnx (the Q/DQ file: model.int8.qdq.onnx)" if d["kind"] == "dynamic" else (
+        "static Q/DQ kept")  # fmt: skip
+    budget = "" if d["within_budget"] else " (dynamic was outside the accuracy budget)"
+    return f"onnxruntime INT8, static Q/DQ vs dynamic (speed over FP32; {speeds}): {kept}{budget}"
 
 
 def write_int8_report(
@@ -266,5 +327,20 @@ def write_int8_report(
         ]
         for n in r["sensitivity"]["nodes"][:15]:
             lines.append(f"| `{n['node']}` | {n['group']} | {n['error_without']:.5f} |")
+    d = r.get("dynamic")
+    if d:
+        lines += ["", f"## Static Q/DQ vs dynamic INT8 (quant.dynamic={d['mode']}; kept: {d['kind']})", "",
+                  "| batch | static vs FP32 | dynamic vs FP32 |", "|---|---|---|"]  # fmt: skip
+        for b, v in d["speed_vs_fp32"]["static"].items():
+            lines.append(f"| {b} | {v:.2f}x | {d['speed_vs_fp32']['dynamic'][b]:.2f}x |")
+        if d["metric"] is not None:
+            lines.append(
+                f"\ndynamic INT8 selection metric on val: {d['metric']:.4f} (within budget: {d['within_budget']})"
+            )
+        if r.get("kind") == "dynamic":
+            lines.append(
+                "\nThe node groups and sensitivity passes above describe the static Q/DQ file (model.int8.qdq.onnx, "
+                "what OpenVINO and TensorRT read); model.int8.onnx is the dynamic one (int8 MatMul/Gemm weights)."
+            )
     lines += ["", "## Notes", "", *[f"- {n}" for n in r["sensitivity"]["notes"]]]
     path.write_text("\n".join(lines) + "\n")

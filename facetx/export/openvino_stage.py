@@ -74,7 +74,7 @@ def _sources(onnx: OnnxArtifacts, int8: Int8Stage | None, wanted: tuple[str, ...
             if int8 is None or "int8" not in int8.paths:
                 notes.append("openvino/int8 skipped: it needs the quant stage's calibration, and quant=none skips it")
                 continue
-            files["int8"] = int8.paths["int8"]
+            files["int8"] = int8.paths.get("int8_qdq", int8.paths["int8"])  # explicit Q/DQ, not ORT's dynamic INT8
         elif precision == "bf16" and "BF16" not in cpu_capabilities():
             notes.append(
                 "openvino/bf16 skipped: this CPU has no native BF16 (OpenVINO capabilities "

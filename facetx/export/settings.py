@@ -69,6 +69,7 @@ class QuantSettings:
     max_sensitivity_nodes: int | None = 200
     targets: QuantTargets = field(default_factory=QuantTargets)
     keep_work: bool = False
+    dynamic: str = "auto"
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ def tensorrt_stage(
     if int8 is not None and int8.result is not None:
         res = int8.result
         if res.recipe.symmetric_activations and res.recipe.activation_type == "int8":
-            qdq = int8.paths["int8"]
+            qdq = int8.paths.get("int8_qdq", int8.paths["int8"])
         else:
             qdq = out / "model.int8.trt.onnx"
             trt_recipe = recipe_for("tensorrt").with_(nodes_to_exclude=res.recipe.nodes_to_exclude)
