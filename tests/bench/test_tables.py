@@ -125,3 +125,14 @@ def test_smoke_plan_end_to_end(tmp_path: Path) -> None:
     assert roles == {"teacher", "student", "distilled", "ablation", "latency", "deploy"}
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert again.stdout.count("skipped") == 6, again.stdout
+
+
+@pytest.mark.ci_extra
+def test_clip_score_rows_render_as_the_tracking_table(tmp_path: Path) -> None:
+    from facetx.bench.clip_score import main as clip_score
+
+    rows = clip_score(["--model", str(ROOT / "tests/pipeline/data/student.int8.onnx"), "--out", str(tmp_path)])
+    assert [r["tracker"] for r in rows] == ["landmarks", "detection"] and all(r["id_switches"] == 0 for r in rows)
+    ctx = {"run": "clip-score", "label": "scripted clip", "cpu": "c", "isa_flags": "f", "commit": "a", "dirty": "False"}
+    table = md.tracking([{**ctx, **{k: str(v) for k, v in r.items()}} for r in rows])
+    assert table[2].startswith("| `landmarks` | ") and len(table) == 4

@@ -26,7 +26,18 @@ from facetx.runtime.system import cpu_model, git_commit, isa_flags, library_vers
 
 STAMP = "facetx_run.json"
 REPO = Path(__file__).resolve().parents[3]  # the scripts (train.py, ...) and conf/ live here
-ROLES = ("teacher", "student", "distilled", "ablation", "pruned", "latency", "deploy", "pipeline", "throughput")
+ROLES = (
+    "teacher",
+    "student",
+    "distilled",
+    "ablation",
+    "pruned",
+    "latency",
+    "deploy",
+    "pipeline",
+    "throughput",
+    "tracking",
+)
 _KEYS = {"script", "module", "args", "role", "label"}
 _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.-]+)\}")
 #: scripts that train: a folder with checkpoints/last.ckpt and no stamp was killed, and resumes

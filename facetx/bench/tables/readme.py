@@ -120,9 +120,23 @@ def throughput(rows: Sequence[Row]) -> list[str]:
     return _table(["measurement", "value"], body)
 
 
+def tracking(rows: Sequence[Row]) -> list[str]:
+    """The pipeline on the scripted clip against its ground truth, per tracker (``facetx.bench.clip_score``)."""
+    head = ["tracker", "recall", "id switches", "ids per face", "landmark NME (px)", "named right (calibrated)",
+            "named wrongly", "nearest name right", "frames a track outlives its face", "detector runs"]  # fmt: skip
+    body = []
+    for r in rows:
+        nme = f"{_f(r, 'landmark_nme', digits=3)} ({_f(r, 'landmark_px', digits=1)})"
+        body.append([f"`{r['tracker']}`", _f(r, "recall", digits=3), r["id_switches"], r["ids_per_face"], nme,
+                     _f(r, "identity_top1", 100, 0, " %"), _f(r, "wrong_names", 100, 0, " %"),
+                     _f(r, "nearest_name_right", 100, 0, " %"), r["end_delay_frames"],
+                     f"{r['detector_runs']} / {r['frames']}"])  # fmt: skip
+    return _table(head, body)
+
+
 KINDS: dict[str, Callable[[Sequence[Row]], list[str]]] = {
     "latency": latency, "ablations": ablations, "deploy": deploy, "pipeline": pipeline, "splits": splits,
-    "throughput": throughput}  # fmt: skip
+    "throughput": throughput, "tracking": tracking}  # fmt: skip
 
 
 def render_block(name: str, spec: dict, rows: Sequence[Row]) -> str:

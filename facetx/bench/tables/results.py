@@ -86,9 +86,15 @@ def _throughput_rows(run_dir: Path, ctx: dict) -> list[dict]:
     return [{**ctx, "model": r["model"], **{k: r[k] for k in keep}, **data}]
 
 
+def _tracking_rows(run_dir: Path, ctx: dict) -> list[dict]:
+    data = json.loads((run_dir / "clip_score.json").read_text())
+    return [{**ctx, "model": Path(data["model"]).name, **r} for r in data["rows"]]
+
+
 READERS = {"deploy": ("benchmark.csv", _export_rows), "latency": ("compare.json", _compare_rows),
            "pipeline": ("pipeline_benchmark.json", _pipeline_rows),
-           "throughput": ("train_speed.json", _throughput_rows)}  # fmt: skip
+           "throughput": ("train_speed.json", _throughput_rows),
+           "tracking": ("clip_score.json", _tracking_rows)}  # fmt: skip
 
 
 def collect(runs: list[Run], out: Path) -> list[dict]:
