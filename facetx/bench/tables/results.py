@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from facetx.bench.tables.plan import Run, stamp_of
 from facetx.errors import ConfigError
 
+TRAINING_ROLES = ("teacher", "student", "distilled", "ablation", "pruned")
 #: the first columns of the CSV, in this order; the metric columns follow, sorted
 FIRST = ["run", "role", "label", "model", "data", "split", "runtime", "precision", "graph", "batch", "params_m",
          "gflops", "size_mb", "p50_ms", "p95_ms", "speed_vs_ort_fp32", "best", "seed", "config_hash", "commit",
@@ -108,6 +109,12 @@ def collect(runs: list[Run], out: Path) -> list[dict]:
         name, reader = READERS.get(run.role, ("metrics.json", _training_rows))
         if (run_dir / name).is_file():
             rows += reader(run_dir, ctx)
+    # a training run's params and GFLOPs are what a comparison counted on its network
+    cost = {Path(r["source_run"]).name: r for r in rows if r.get("source_run")}
+    for r in rows:
+        if r["role"] in TRAINING_ROLES and r["run"] in cost:
+            r.setdefault("params_m", cost[r["run"]]["params_m"])
+            r.setdefault("gflops", cost[r["run"]]["gflops"])
     return rows
 
 
