@@ -70,7 +70,9 @@ def _size_mb(case: BenchCase) -> float:
     if case.path is not None and case.path.is_dir():  # a bundle (.mlpackage, OpenVINO IR pair)
         return sum(f.stat().st_size for f in case.path.rglob("*") if f.is_file()) / 1e6
     if case.path is not None:
-        return case.path.stat().st_size / 1e6
+        weights = case.path.with_suffix(".bin")  # an OpenVINO IR's weights sit beside its .xml
+        extra = weights.stat().st_size if case.path.suffix == ".xml" and weights.is_file() else 0
+        return (case.path.stat().st_size + extra) / 1e6
     return sum(t.numel() * t.element_size() for t in case.module.state_dict().values()) / 1e6
 
 

@@ -12,12 +12,14 @@ emulated, slower than FP32, so the stage notes why it skipped it.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from facetx.errors import ConfigError
@@ -46,11 +48,18 @@ class OpenVinoSettings:
     # own_int8: quant's latency and accuracy passes timed in OpenVINO -> model.int8.openvino.onnx (same calibration);
     # false: run ONNX Runtime's model.int8.onnx as it is
     own_int8: bool = True
+    # NNCF's post-training quantization of the FP32 model (OpenVINO's own INT8 tool, ONNX backend) as a candidate
+    # beside our Q/DQ file: auto (when nncf is installed) | off. The faster at its slower batch size within
+    # quant.max_drop_pt of the Q/DQ file's verification accuracy is kept as OpenVINO's INT8; force: kept whenever
+    # within the budget
+    nncf: str = "auto"
 
     def __post_init__(self) -> None:
         bad = [p for p in self.precisions if p not in PRECISIONS]
         if bad:
             raise ConfigError(f"runtime.openvino.precisions: {bad} unknown; expected among {list(PRECISIONS)}")
+        if self.nncf not in ("off", "auto", "force"):
+            raise ConfigError(f"runtime.openvino.nncf={self.nncf!r}: expected off, auto or force")
         if self.performance_hint not in HINTS:
             raise ConfigError(
                 f"runtime.openvino.performance_hint={self.performance_hint!r}: expected one of {list(HINTS)}"
@@ -125,6 +134,26 @@ def run_stage(
         stage.metrics.update(tuned.metrics)
         stage.notes += [f"openvino INT8: {n}" for n in tuned.notes]
         report["int8"] = {k: tuned.report[k] for k in ("recipe", "fp32_nodes", "size_ratio", "speedup_vs_fp32_b1")}
+        if settings.nncf in ("auto", "force") and _has_nncf():
+            hint = settings.performance_hint
+            chosen, nncf_report = _nncf_candidate(
+                onnx.paths["fp32"],
+                files["int8"],
+                out,
+                data,
+                int8,
+                stage.metrics,
+                threads,
+                hint,
+                seed,
+                eval_batch_size,
+                force=settings.nncf == "force",
+            )
+            report["int8"]["nncf"] = nncf_report
+            stage.notes.append(_nncf_note(nncf_report))
+            if nncf_report["kept"] == "nncf":  # the same file name: the threshold and readers follow it
+                files["int8"] = chosen
+                stage.metrics["openvino/int8"] = nncf_report["metrics"]
     for precision, path in files.items():
         t0 = time.perf_counter()
         runner = OpenVinoRunner(path, threads, precision, settings.performance_hint)
@@ -150,3 +179,72 @@ def run_stage(
         log.info("openvino/%s on %s: %s", precision, path.name, stage.metrics[f"openvino/{precision}"])
     stage.report = report
     return stage
+
+
+def _has_nncf() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("nncf") is not None
+
+
+def _nncf_candidate(
+    fp32: Path,
+    qdq: Path,
+    out: Path,
+    data: ExportData,
+    int8: Int8Stage,
+    metrics: dict[str, dict[str, float]],
+    threads: int | None,
+    hint: str,
+    seed: int,
+    eval_batch_size: int,
+    force: bool = False,
+) -> tuple[Path, dict[str, Any]]:
+    """NNCF's INT8 of ``fp32`` (its ONNX backend: a Q/DQ ONNX file, calibrated on the quant stage's training images),
+    evaluated and timed at batch 1 and 32 beside our Q/DQ file in OpenVINO. When kept it replaces ``qdq``
+    (``model.int8.openvino.onnx``, with that file's metadata), so the threshold and every reader stay as they are.
+    Returns (OpenVINO's INT8 file, what was measured)."""
+    import nncf
+    import onnx as onnx_lib
+
+    from facetx.runtime.sessions import set_metadata
+    from facetx.runtime.timing import paired_ratio, runner_call, time_interleaved
+
+    q = int8.settings
+    calib = data.calibration(q.calibration_batch_size, q.calibration_batches, seed)
+    items = [{"image": b[i : i + 1]} for b in calib for i in range(len(b))]  # one image per item, as it is run
+    model = nncf.quantize(onnx_lib.load(str(fp32)), nncf.Dataset(items), subset_size=len(items))
+    meta = {p.key: p.value for p in onnx_lib.load(str(qdq), load_external_data=False).metadata_props}
+    set_metadata(model, {**meta, "int8.tool": "nncf", "int8.recipe": json.dumps({"name": "nncf", "preset": "default"})})
+    cand = out / "model.int8.nncf.onnx"
+    onnx_lib.save(model, str(cand))
+    got = evaluate(Predictor(OpenVinoRunner(cand, threads, "int8", hint)), data.report, batch_size=eval_batch_size)
+    key = next((k for k in got if k.endswith("/acc") and k + "_std" in got), None)
+    ref = metrics.get("openvino/int8", {})
+    drop = (ref.get(key, 0.0) - got[key]) if key and key in ref else 0.0
+    within = drop <= q.max_drop_pt / 100.0
+    big = np.concatenate(calib)[:32]
+    speed: dict[str, dict[int, float]] = {"qdq": {}, "nncf": {}}
+    for x in (big[:1], big):
+        fns = {k: runner_call(OpenVinoRunner(p, threads, prec, hint), x)
+               for k, p, prec in (("fp32", fp32, "fp32"), ("qdq", qdq, "int8"), ("nncf", cand, "int8"))}  # fmt: skip
+        _, samples = time_interleaved(fns, batch=len(x), warmup=3, runs=q.latency_runs)
+        for k in speed:
+            speed[k][len(x)] = round(paired_ratio(samples["fp32"], samples[k]), 3)
+    faster = min(speed["nncf"].values()) > min(speed["qdq"].values()) * 1.05
+    kept = "nncf" if within and (faster or force) else "qdq"
+    report = {"kept": kept, "speed_vs_openvino_fp32": speed, "verification_drop_vs_qdq_pt": round(100 * drop, 3),
+              "within_budget": within, "metrics": got}  # fmt: skip
+    if kept == "nncf":
+        cand.replace(qdq)
+    else:
+        cand.unlink()
+    return qdq, report
+
+
+def _nncf_note(r: dict[str, Any]) -> str:
+    s, n = r["speed_vs_openvino_fp32"]["qdq"], r["speed_vs_openvino_fp32"]["nncf"]
+    speeds = ", ".join(f"batch {b}: Q/DQ {s[b]:.2f}x, NNCF {n[b]:.2f}x" for b in sorted(s))
+    kept = "NNCF's (now model.int8.openvino.onnx)" if r["kept"] == "nncf" else "our Q/DQ file"
+    return (f"openvino INT8, our Q/DQ file vs NNCF (speed over OpenVINO FP32; {speeds}; NNCF verification "
+            f"{-r['verification_drop_vs_qdq_pt']:+.2f} pt vs Q/DQ): kept {kept}")  # fmt: skip

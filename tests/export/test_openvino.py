@@ -90,3 +90,23 @@ def test_runtime_list_errors_are_one_line(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(stage, "openvino_missing", lambda: "the openvino package is not installed (x)")
     with pytest.raises(ConfigError, match=r"^runtime=openvino: the openvino package is not installed"):
         runtimes.runtime_choices({"onnxruntime": {}, "openvino": {}})
+
+
+@pytest.mark.ci_extra
+def test_nncf_int8_replaces_our_qdq_file_when_kept(tiny_ckpt: Path, tmp_path: Path) -> None:
+    from facetx.export import pipeline
+    from tests.export.conftest import QUICK_INT8, export_cfg
+
+    # the tiny network on 8 calibration images: its accuracy moves a lot either way, so no budget here
+    overrides = ["runtime=[onnxruntime,openvino]", *QUICK_INT8, "runtime.openvino.nncf=force", "quant.max_drop_pt=100"]
+    report = pipeline.export(export_cfg(tmp_path, tiny_ckpt, overrides))
+    nncf = report["openvino"]["int8"]["nncf"]
+    assert nncf["kept"] == "nncf" and set(nncf["speed_vs_openvino_fp32"]["nncf"]) == {1, 8}
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "model.int8.openvino.onnx")).metadata_props}
+    assert meta["int8.tool"] == "nncf" and meta["int8.runtime"] == "openvino" and "recognition.threshold" in meta
+    assert not (tmp_path / "model.int8.nncf.onnx").exists()
+    got = report["metrics"]["openvino/int8"]
+    assert got.keys() == nncf["metrics"].keys() and all(
+        got[k] == pytest.approx(v, abs=1e-5) for k, v in nncf["metrics"].items()
+    )
+    assert any("NNCF" in n for n in report["notes"])
