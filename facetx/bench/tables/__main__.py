@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
         if r.name not in only:
             continue
         if is_current(r, out, commit, args.any_commit):
-            print(f"tables: {r.name}: done for this config and commit, skipped", flush=True)
+            done = "config hash" if args.any_commit else "config hash and commit"
+            print(f"tables: {r.name}: done for this {done}, skipped", flush=True)
             continue
         t0 = time.monotonic()
         print(f"tables: {r.name}: {r.command} {' '.join(r.args)}", flush=True)
