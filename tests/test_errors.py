@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra.errors import InstantiationException
@@ -25,7 +26,8 @@ import facetx.training.checkpoint as checkpoint_mod
 from facetx.data.datamodule import FaceDataModule
 from facetx.data.formats import RecordIOWriter
 from facetx.data.formats.errors import CorruptImageError, DataFormatError
-from facetx.data.formats.io import require_dir
+from facetx.data.formats.io import encode_image, require_dir
+from facetx.data.formats.writers import write_verification_bin
 from facetx.errors import (
     EXIT_USER_ERROR,
     CheckpointError,
@@ -193,9 +195,24 @@ def test_train_on_a_corrupt_record_fails_under_on_corrupt_fail(run_script, tmp_p
     with RecordIOWriter(pack) as w:
         for i in range(8):
             w.add(b"not a jpeg", i % 2)  # encoded bytes are stored as they are
-    overrides = ["data=insightface", f"data.root={pack}", "data.val_bins=[]", "data.train.on_corrupt=fail"]
+    write_verification_bin(pack / "lfw.bin", [encode_image(np.zeros((112, 112, 3), np.uint8))] * 40, [True, False] * 10)
+    overrides = [
+        "data=insightface",
+        f"data.root={pack}",
+        f"data.val_bins=[{pack}/lfw.bin]",
+        "data.train.on_corrupt=fail",
+    ]
     proc = run_script(*train_args(tmp_path, *overrides, fast=False))
     assert_one_line(proc, f"{pack}/train.rec: record", "cannot decode the image payload")
+
+
+def test_a_run_with_no_held_out_set_is_refused(run_script, tmp_path: Path) -> None:
+    pack = tmp_path / "pack"
+    with RecordIOWriter(pack) as w:
+        for i in range(8):
+            w.add(encode_image(np.zeros((112, 112, 3), np.uint8)), i % 2)
+    proc = run_script(*train_args(tmp_path, "data=insightface", f"data.root={pack}", "data.val_bins=[]", fast=False))
+    assert_one_line(proc, "data.monitor=val/lfw/acc: there is no held-out set to measure it on", "data.val_bins=")
 
 
 def test_train_with_missing_val_bins(run_script, tmp_path: Path) -> None:

@@ -117,6 +117,12 @@ class FaceDataModule(pl.LightningDataModule):
         parts = self.monitor.split("/")
         if len(parts) < 3 or parts[0] not in ("val", "test"):
             return
+        if not self.val_sets:
+            raise ConfigError(
+                f"data.monitor={self.monitor}: there is no held-out set to measure it on (data.val is empty and no"
+                " data.val_bins / data.val_ijb given), so no best checkpoint could be chosen: add one, e.g."
+                " data.val_bins=[/path/to/lfw.bin]"
+            )
         known = {"recognition", "landmarks", "expression", "spoof"}
         for ds in self.val_sets:
             known |= {str(n) for n in (getattr(ds, "verification_name", None), getattr(ds, "name", None)) if n}

@@ -1,6 +1,7 @@
 """make tables: plans are checked, runs whose stamp has the same config hash and commit are skipped (a changed run
 reruns with what depends on it), a failed run is one line, a killed training run resumes, the results CSV feeds
-README blocks, and the check fails when a block and the CSV disagree."""
+README blocks, and the check fails when a block and the CSV disagree. The README's own blocks agree with
+results/cpu.csv."""
 
 from __future__ import annotations
 
@@ -114,6 +115,10 @@ def test_readme_blocks_are_rendered_and_checked(tmp_path: Path) -> None:
         md.render(readme.read_text(), {"deploy": {}}, [])
 
 
+def test_the_readme_tables_agree_with_the_committed_results() -> None:
+    assert main(["check", "--scale", "cpu"]) == 0
+
+
 @pytest.mark.ci_extra
 def test_smoke_plan_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "smoke"
@@ -136,3 +141,13 @@ def test_clip_score_rows_render_as_the_tracking_table(tmp_path: Path) -> None:
     ctx = {"run": "clip-score", "label": "scripted clip", "cpu": "c", "isa_flags": "f", "commit": "a", "dirty": "False"}
     table = md.tracking([{**ctx, **{k: str(v) for k, v in r.items()}} for r in rows])
     assert table[2].startswith("| `landmarks` | ") and len(table) == 4
+
+
+@pytest.mark.parametrize("plan", sorted((ROOT / "conf" / "tables").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_plan_loads_and_its_tables_name_its_runs(plan: Path) -> None:
+    from omegaconf import OmegaConf
+
+    _, runs = load_plan(plan)
+    names = {r.name for r in runs}
+    for name, spec in OmegaConf.to_container(OmegaConf.load(plan)).get("tables", {}).items():
+        assert spec["kind"] in md.KINDS and set(spec["runs"]) <= names, (plan.name, name)
