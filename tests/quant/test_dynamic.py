@@ -27,6 +27,7 @@ def test_it_is_tried_where_int8_dot_products_exist_and_kept_when_faster() -> Non
     assert choose_kind("force", slow_at_32, within_budget=True) == "dynamic"
 
 
+@pytest.mark.ci_extra  # a whole export (about 35 s): make test-extra
 def test_an_export_that_keeps_dynamic_int8(tiny_ckpt: Path, tmp_path: Path) -> None:
     overrides = ["runtime=[onnxruntime]", *[o for o in QUICK_INT8 if not o.startswith("quant.dynamic")]]
     report = pipeline.export(export_cfg(tmp_path, tiny_ckpt, [*overrides, "quant.dynamic=force"]))
