@@ -114,15 +114,15 @@ print(f"{len(training)} training runs, tasks: {[name for _, name in tasks]}")
 
 # %% [markdown]
 # ## Training curves
-# The Lightning CSV log of each run folder under `FACETX_RUNS`: training loss per step and the monitored
-# validation metric.
+# The Lightning CSV log of each run folder under `FACETX_RUNS`: training loss per step and the validation
+# verification accuracy (or, for landmark-only runs, the NME). A resumed run's logs (`version_*`) are drawn apart.
 
 # %%
 logs = sorted(RUNS.glob("*/csv/version_*/metrics.csv"))
 fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
 curves = {}
 for log in logs:
-    run = log.parents[2].name
+    run = f"{log.parents[2].name}/{log.parent.name}"
     with open(log, newline="") as f:
         steps = list(csv.DictReader(f))
     loss = [(number(s, "step"), number(s, "train/loss")) for s in steps if number(s, "train/loss") is not None]
@@ -136,7 +136,7 @@ for log in logs:
 loss_ax.set_xlabel("step")
 loss_ax.set_ylabel("train/loss")
 val_ax.set_xlabel("step")
-val_ax.set_ylabel("monitored metric")
+val_ax.set_ylabel("val/recognition/acc (or val/landmarks/nme)")
 for ax in (loss_ax, val_ax):
     if ax.lines:
         ax.legend(fontsize=7)

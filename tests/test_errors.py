@@ -212,7 +212,9 @@ def test_a_run_with_no_held_out_set_is_refused(run_script, tmp_path: Path) -> No
         for i in range(8):
             w.add(encode_image(np.zeros((112, 112, 3), np.uint8)), i % 2)
     proc = run_script(*train_args(tmp_path, "data=insightface", f"data.root={pack}", "data.val_bins=[]", fast=False))
-    assert_one_line(proc, "data.monitor=val/lfw/acc: there is no held-out set to measure it on", "data.val_bins=")
+    assert_one_line(
+        proc, "data.monitor=val/lfw/acc: there is no val set to measure it on", "data.val_bins=[/path/to/lfw.bin]"
+    )
 
 
 def test_train_with_missing_val_bins(run_script, tmp_path: Path) -> None:

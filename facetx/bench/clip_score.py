@@ -47,9 +47,9 @@ def score(model: str, tracker: str, clip, gallery: Path) -> dict:
     s = score_clip(results, clip.truth, enrolled=live, gallery=pipe.gallery)
     leaver = clip.actor("leaver").actor_id
     return {"tracker": tracker, "recall": s.recall, "id_switches": s.id_switches,
-            "ids_per_face": max(s.tracks_per_actor.values()), "landmark_nme": s.landmark_nme,
+            "ids_per_face": max(s.tracks_per_actor.values(), default=0), "landmark_nme": s.landmark_nme,
             "landmark_px": s.landmark_px, "identity_top1": s.identity_top1, "wrong_names": 1 - s.identity_precision,
-            "nearest_name_right": s.identity_top1_closed, "end_delay_frames": s.end_delay.get(leaver),
+            "nearest_name_right": s.identity_top1_closed, "end_delay_frames": s.end_delay.get(leaver, ""),
             "false_faces": s.false_faces, "matched": s.matched,
             "detector_runs": sum(bool(r.detected) for r in results), "frames": len(results)}  # fmt: skip
 

@@ -12,6 +12,8 @@ from facetx.data.landmarks import LandmarkLayout
 from facetx.data.sampler import EpochSampler, KeyedDataset
 from facetx.errors import CheckpointError, ConfigError
 
+_TASKS = ("recognition", "landmarks", "expression", "spoof")
+
 
 def _as_list(sets: Dataset | Sequence[Dataset] | None) -> list[Dataset]:
     if sets is None:
@@ -117,18 +119,18 @@ class FaceDataModule(pl.LightningDataModule):
         parts = self.monitor.split("/")
         if len(parts) < 3 or parts[0] not in ("val", "test"):
             return
-        if not self.val_sets:
+        sets = self.val_sets if parts[0] == "val" else self.test_sets
+        add = "data.val_ijb=[/path/to/IJB_release/IJBC]" if parts[1] in ("ijbc", "ijbb") else (
+            f"data.val_bins=[/path/to/{parts[1]}.bin]" if parts[1] not in _TASKS else "a held-out set")  # fmt: skip
+        if not sets:
             raise ConfigError(
-                f"data.monitor={self.monitor}: there is no held-out set to measure it on (data.val is empty and no"
-                " data.val_bins / data.val_ijb given), so no best checkpoint could be chosen: add one, e.g."
-                " data.val_bins=[/path/to/lfw.bin]"
+                f"data.monitor={self.monitor}: there is no {parts[0]} set to measure it on (no data.{parts[0]} set,"
+                f" data.val_bins or data.val_ijb), so no best checkpoint could be chosen: add one ({add})"
             )
-        known = {"recognition", "landmarks", "expression", "spoof"}
-        for ds in self.val_sets:
+        known = set(_TASKS)  # a task is reported by the sets that label it; which do is known only at run time
+        for ds in sets:
             known |= {str(n) for n in (getattr(ds, "verification_name", None), getattr(ds, "name", None)) if n}
         if parts[1] not in known:
-            add = "data.val_ijb=[/path/to/IJB_release/IJBC]" if parts[1] in ("ijbc", "ijbb") else (
-                f"data.val_bins=[/path/to/{parts[1]}.bin]")  # fmt: skip
             raise ConfigError(
                 f"data.monitor={self.monitor}: no held-out set reports {parts[1]!r} (held-out names and tasks:"
                 f" {sorted(known)}): add it ({add}) or monitor one of those"

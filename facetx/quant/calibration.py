@@ -10,7 +10,18 @@ from onnxruntime.quantization import CalibrationDataReader
 from torch.utils.data import Dataset
 
 #: attributes of a held-out set that :func:`facetx.training.evaluation.evaluate` reads
-_EVAL_ATTRS = ("name", "verification_name", "pairs", "layout", "flip_tta")
+_EVAL_ATTRS = (
+    "name",
+    "verification_name",
+    "pairs",
+    "layout",
+    "flip_tta",
+    "fars",
+    "templates",
+    "medias",
+    "detector_scores",
+    "template_pairs",
+)  # the last four: IJB templates
 
 
 class MaterializedSet(Dataset):

@@ -63,4 +63,4 @@ def test_results_explorer_runs_headless_on_results(tmp_path: Path, monkeypatch: 
     # fastest first, each more accurate: LiteRT INT8 (1.2 ms, 87.9 %), then LiteRT FP32 (1.9 ms, 88.0 %)
     assert [(p["artifact"], p["ms"]) for p in front] == [("tflite/int8", 1.2), ("tflite/fp32", 1.9)]
     text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
-    assert '"student": {"loss_points": 3, "val_points": 2}' in text
+    assert '"student/version_0": {"loss_points": 3, "val_points": 2}' in text

@@ -46,6 +46,16 @@ def _calls(out: Path) -> list[str]:
     return f.read_text().split() if f.exists() else []
 
 
+@pytest.fixture(autouse=True)
+def _clean_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stamps from a dirty tree are never reused: these tests pin a clean commit, whatever state the checkout is in."""
+    import facetx.bench.tables.__main__ as cli
+    import facetx.bench.tables.plan as plan
+
+    for module in (cli, plan):
+        monkeypatch.setattr(module, "commit_state", lambda: ("0123456789ab", False))
+
+
 def test_runs_are_skipped_for_the_same_hash_and_rerun_with_their_dependents(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert main(["run", "--plan", str(_plan(tmp_path)), "--out", str(out)]) == 0
@@ -60,6 +70,12 @@ def test_runs_are_skipped_for_the_same_hash_and_rerun_with_their_dependents(tmp_
     assert _calls(out) == ["compare", "export"]  # nothing ran again
     assert main(["run", "--plan", str(_plan(tmp_path, ', "--changed"')), "--out", str(out)]) == 0
     assert _calls(out) == ["compare", "export", "compare", "export"]  # export reads compare: it reruns too
+    assert main(["run", "--plan", str(_plan(tmp_path, ', "--changed"')), "--out", str(out), "--only", "export",
+                 "--force"]) == 0  # fmt: skip
+    assert _calls(out)[-1] == "export" and len(_calls(out)) == 5
+    with pytest.raises(SystemExit) as e:  # one line, exit 2
+        main(["run", "--plan", str(_plan(tmp_path)), "--out", str(out), "--only", "nope"])
+    assert e.value.code == 2
 
 
 def test_a_failed_run_is_one_line_naming_its_log(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -128,7 +144,7 @@ def test_smoke_plan_end_to_end(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr[-3000:]
     roles = {r["role"] for r in read_csv(out / "results.csv")}
     assert roles == {"teacher", "student", "distilled", "ablation", "latency", "deploy"}
-    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    again = subprocess.run([*cmd, "--any-commit"], cwd=ROOT, capture_output=True, text=True)  # a dirty tree reruns
     assert again.stdout.count("skipped") == 6, again.stdout
 
 

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from facetx.bench.tables import readme as md
 from facetx.bench.tables.plan import REPO, commit_state, execute, is_current, load_plan
 from facetx.bench.tables.results import collect, read_csv, write_csv
-from facetx.errors import exit_on_user_error
+from facetx.errors import ConfigError, exit_on_user_error
 
 
 def _plan_file(args: argparse.Namespace) -> Path:
@@ -33,14 +33,17 @@ def _tables(plan: Path) -> tuple[dict, str | None]:
 
 def run(args: argparse.Namespace) -> int:
     scale, runs = load_plan(_plan_file(args))
-    out = Path(args.out or REPO / "outputs" / "tables" / scale)
+    out = Path(args.out or REPO / "outputs" / "tables" / scale).resolve()  # the scripts run from REPO
     commit, dirty = commit_state()
+    unknown = sorted(set(args.only or []) - {r.name for r in runs})
+    if unknown:
+        raise ConfigError(f"--only: {unknown} are not runs of {_plan_file(args)} (runs: {[r.name for r in runs]})")
     only = set(args.only or [r.name for r in runs])
     total = 0.0
     for r in runs:
         if r.name not in only:
             continue
-        if is_current(r, out, commit, args.any_commit):
+        if not args.force and is_current(r, out, commit, args.any_commit):
             done = "config hash" if args.any_commit else "config hash and commit"
             print(f"tables: {r.name}: done for this {done}, skipped", flush=True)
             continue
@@ -84,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="run folders and results.csv (default outputs/tables/<scale>)")
     ap.add_argument("--only", nargs="+", default=None, help="run only these runs of the plan (their inputs must exist)")
     ap.add_argument("--any-commit", action="store_true", help="reuse results made at another commit too")
+    ap.add_argument("--force", action="store_true", help="run the selected runs even where a stamp matches")
     ap.add_argument("--no-readme", action="store_true", help="run: do not touch results/ and the README")
     ap.add_argument("--results", default=None, help="readme/check: the CSV (default results/<scale>.csv)")
     ap.add_argument("--readme", default=None, help="readme/check: the Markdown file (default: the plan's readme)")

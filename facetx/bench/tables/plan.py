@@ -39,7 +39,7 @@ ROLES = (
     "tracking",
 )
 _KEYS = {"script", "module", "args", "role", "label"}
-_PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.-]+)\}")
+_PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z0-9_.-]+)\}")  # {run}, not a Hydra ${interpolation}
 #: scripts that train: a folder with checkpoints/last.ckpt and no stamp was killed, and resumes
 _TRAINING = ("train.py", "distill.py", "prune.py")
 
@@ -124,8 +124,11 @@ def stamp_of(run_dir: Path) -> dict | None:
 
 
 def is_current(run: Run, out: Path, commit: str, any_commit: bool = False) -> bool:
+    """A stamp with this config hash, made at this commit from a clean tree (``any_commit``: from any tree)."""
     stamp = stamp_of(out / run.name)
-    return bool(stamp) and stamp.get("hash") == run.hash and (any_commit or stamp.get("commit") == commit)
+    if not stamp or stamp.get("hash") != run.hash:
+        return False
+    return any_commit or (stamp.get("commit") == commit and not stamp.get("dirty"))
 
 
 def command_for(run: Run, out: Path, python: str = sys.executable) -> list[str]:
@@ -145,6 +148,7 @@ def command_for(run: Run, out: Path, python: str = sys.executable) -> list[str]:
 def execute(run: Run, out: Path, python: str = sys.executable) -> float:
     """Run one step (its log: ``OUT/<name>.log``) and stamp its folder; returns the seconds it took."""
     run_dir = out / run.name
+    (run_dir / STAMP).unlink(missing_ok=True)  # a stale stamp would outlive a killed re-run and block its resume
     cmd = command_for(run, out, python)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = out / f"{run.name}.log"

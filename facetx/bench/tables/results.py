@@ -37,8 +37,10 @@ def _training_rows(run_dir: Path, ctx: dict) -> list[dict]:
     cfg = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"), resolve=False)
     choices = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.choices
     model = cfg.get("model_name") or ""
-    if str(model).startswith("${"):
+    if not model or str(model).startswith("${"):
         model = choices.get("student") or choices.get("model") or ""
+        if "prune" in cfg:  # prune.py names its run after the source (<model>-pruned<percent>) at run time
+            model = f"{model}-pruned{round(100 * float(cfg['prune'].get('ratio', 0)))}"
     data = str(cfg.get("data", {}).get("train", {}).get("_target_", "")).rsplit(".", 1)[-1]
     rows = []
     for split in ("val", "test"):
@@ -89,7 +91,7 @@ def _throughput_rows(run_dir: Path, ctx: dict) -> list[dict]:
 
 def _tracking_rows(run_dir: Path, ctx: dict) -> list[dict]:
     data = json.loads((run_dir / "clip_score.json").read_text())
-    return [{**ctx, "model": Path(data["model"]).name, **r} for r in data["rows"]]
+    return [{**ctx, "model": data["model"], **r} for r in data["rows"]]
 
 
 READERS = {"deploy": ("benchmark.csv", _export_rows), "latency": ("compare.json", _compare_rows),
@@ -103,7 +105,8 @@ def collect(runs: list[Run], out: Path) -> list[dict]:
     rows: list[dict] = []
     for run in runs:
         run_dir = out / run.name
-        if stamp_of(run_dir) is None:
+        stamp = stamp_of(run_dir)
+        if stamp is None or stamp.get("hash") != run.hash:  # not run, or run with other settings than the plan's
             continue
         ctx = _context(run, run_dir)
         name, reader = READERS.get(run.role, ("metrics.json", _training_rows))

@@ -6,9 +6,9 @@
     ROOT/loose_crop/<image>                  the loose face crops the 5 points refer to
 
 (``ijbb_...`` for IJB-B.) Each face is aligned from its five points to the ArcFace template. The evaluator
-(:func:`facetx.metrics.template_scores`) sums each face's embedding with its flip's, weights it by the detector
-score, averages the faces of one media (a video's frames), sums the media of a template, and scores a pair by the
-cosine of its two template features, as arcface_torch does.
+(:func:`facetx.metrics.template_features`, :func:`facetx.metrics.template_pair_scores`) sums each face's embedding
+with its flip's, weights it by the detector score, averages the faces of one media (a video's frames), sums the
+media of a template, and scores a pair by the cosine of its two template features, as arcface_torch does.
 """
 
 from __future__ import annotations
