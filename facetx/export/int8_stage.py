@@ -23,7 +23,7 @@ from facetx.quant.int8 import build_int8
 from facetx.quant.recipe import choose_recipe
 from facetx.runtime.sessions import OrtPredictor, OrtRunner, Predictor, Runner, make_session, set_metadata
 from facetx.runtime.system import isa_flags, isa_regime
-from facetx.runtime.timing import paired_ratio, runner_call, time_interleaved
+from facetx.runtime.timing import speedups_by_batch
 from facetx.training.evaluation import evaluate
 
 log = logging.getLogger(__name__)
@@ -197,13 +197,10 @@ def _dynamic_candidate(
     # no verification metric to judge it by: dynamic INT8 is not kept on speed alone
     within = metric is not None and baseline is not None and baseline - metric <= q.max_drop_pt / 100.0
     big = np.concatenate(calib)[:32]
-    speed: dict[str, dict[int, float]] = {"static": {}, "dynamic": {}}
-    for x in (probe[:1], big):
-        fns = {k: runner_call(OrtRunner(make_session(p, threads)), x) for k, p in
-               (("fp32", fp32), ("static", static), ("dynamic", dyn))}  # fmt: skip
-        _, samples = time_interleaved(fns, batch=len(x), warmup=3, runs=q.latency_runs)
-        for k in speed:
-            speed[k][len(x)] = round(paired_ratio(samples["fp32"], samples[k]), 3)
+    runners = {
+        k: OrtRunner(make_session(p, threads)) for k, p in (("fp32", fp32), ("static", static), ("dynamic", dyn))
+    }
+    speed = speedups_by_batch(runners, (probe[:1], big), "fp32", q.latency_runs)
     kind = choose_kind(q.dynamic, speed, within)
     report = {"mode": q.dynamic, "kind": kind, "speed_vs_fp32": speed, "metric": metric, "within_budget": within}
     if kind == "static":

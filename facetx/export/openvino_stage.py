@@ -26,7 +26,7 @@ from facetx.errors import ConfigError
 from facetx.export.benchmark import BenchCase
 from facetx.export.contracts import Int8Stage, OnnxArtifacts, RuntimeStage, Source
 from facetx.export.data import ExportData
-from facetx.export.int8_stage import int8_stage
+from facetx.export.int8_stage import int8_stage, verification_key
 from facetx.export.parity import check_parity
 from facetx.runtime.openvino import OpenVinoRunner, cpu_capabilities, openvino_missing
 from facetx.runtime.sessions import Predictor
@@ -209,7 +209,7 @@ def _nncf_candidate(
     import onnx as onnx_lib
 
     from facetx.runtime.sessions import set_metadata
-    from facetx.runtime.timing import paired_ratio, runner_call, time_interleaved
+    from facetx.runtime.timing import speedups_by_batch
 
     q = int8.settings
     calib = data.calibration(q.calibration_batch_size, q.calibration_batches, seed)
@@ -227,17 +227,13 @@ def _nncf_candidate(
         )
 
     fp32_val, cand_val = select(fp32, "fp32"), select(cand, "int8")
-    key = next((k for k in fp32_val if k.endswith("/acc") and k + "_std" in fp32_val), None)
+    key = verification_key(fp32_val, q.metric)
     drop = fp32_val[key] - cand_val[key] if key else float("nan")
     within = key is not None and drop <= q.max_drop_pt / 100.0  # no verification metric: not kept on speed alone
     big = np.concatenate(calib)[:32]
-    speed: dict[str, dict[int, float]] = {"qdq": {}, "nncf": {}}
-    for x in (big[:1], big):
-        fns = {k: runner_call(OpenVinoRunner(p, threads, prec, hint), x)
+    runners = {k: OpenVinoRunner(p, threads, prec, hint)
                for k, p, prec in (("fp32", fp32, "fp32"), ("qdq", qdq, "int8"), ("nncf", cand, "int8"))}  # fmt: skip
-        _, samples = time_interleaved(fns, batch=len(x), warmup=3, runs=q.latency_runs)
-        for k in speed:
-            speed[k][len(x)] = round(paired_ratio(samples["fp32"], samples[k]), 3)
+    speed = speedups_by_batch(runners, (big[:1], big), "fp32", q.latency_runs)
     faster = min(speed["nncf"].values()) > min(speed["qdq"].values()) * 1.05
     kept = "nncf" if within and (faster or force) else "qdq"
     report = {"kept": kept, "speed_vs_openvino_fp32": speed, "val_verification_drop_vs_fp32_pt": round(100 * drop, 3),

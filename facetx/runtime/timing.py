@@ -7,7 +7,7 @@ short blocks) so that every one sees the same load, and ratios between them stay
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -114,6 +114,21 @@ def ort_call(session: object, images: np.ndarray) -> Callable[[], object]:
     """A zero-argument ``session.run`` on ``images`` (all outputs)."""
     feed = {session.get_inputs()[0].name: np.ascontiguousarray(images, dtype=np.float32)}
     return lambda: session.run(None, feed)
+
+
+def speedups_by_batch(
+    runners: Mapping[str, object], inputs: Sequence[np.ndarray], reference: str, runs: int, warmup: int = 3
+) -> dict[str, dict[int, float]]:
+    """``{name: {batch: reference time / name's time}}`` for every runner but ``reference``, each input batch timed
+    in its own interleaved loop (:func:`time_interleaved`, :func:`paired_ratio`); the runners are reused across
+    batches."""
+    out: dict[str, dict[int, float]] = {k: {} for k in runners if k != reference}
+    for x in inputs:
+        fns = {k: runner_call(r, x) for k, r in runners.items()}
+        _, samples = time_interleaved(fns, batch=len(x), warmup=warmup, runs=runs)
+        for k in out:
+            out[k][len(x)] = round(paired_ratio(samples[reference], samples[k]), 3)
+    return out
 
 
 def runner_call(runner: object, images: np.ndarray) -> Callable[[], object]:
