@@ -2,6 +2,6 @@
 
 from facetx.models.backbone import TimmBackbone
 from facetx.models.facenet import FaceNet
-from facetx.models.heads import ClassifierHead, EmbeddingHead, LandmarkHead
+from facetx.models.heads import ClassifierHead, EmbeddingHead, LandmarkHead, TextureHead
 
-__all__ = ["ClassifierHead", "EmbeddingHead", "FaceNet", "LandmarkHead", "TimmBackbone"]
+__all__ = ["ClassifierHead", "EmbeddingHead", "FaceNet", "LandmarkHead", "TextureHead", "TimmBackbone"]

@@ -18,7 +18,8 @@ class FaceNet(nn.Module):
     Input normalization lives in the network (``mean``/``std`` buffers), so a teacher and a student with different
     normalizations can share one data pipeline and the exported graph documents its own preprocessing.
     Head names are output names: ``embedding [B, 512]``, ``landmarks [B, K, 2]``, ``expression_logits [B, 7]``,
-    ``spoof_logits [B, 2]``. ``feat.<i>`` are the backbone's intermediate maps ``[B, C_i, h_i, w_i]``.
+    ``spoof_logits [B, 2]``. A head class with ``reads_image = True`` reads the normalized image instead of the
+    backbone's final map. ``feat.<i>`` are the backbone's intermediate maps ``[B, C_i, h_i, w_i]``.
     """
 
     def __init__(
@@ -31,11 +32,18 @@ class FaceNet(nn.Module):
     ) -> None:
         super().__init__()
         self.backbone = backbone
-        c, grid = backbone.num_features, backbone.grid_size
-        self.heads = nn.ModuleDict({name: make(in_channels=c, grid=grid) for name, make in heads.items()})
+        self.heads = nn.ModuleDict({name: self._build_head(make) for name, make in heads.items()})
+        # heads whose class reads the normalized image instead of the final map (facetx.models.TextureHead)
+        self.image_heads = frozenset(n for n, h in self.heads.items() if getattr(h, "reads_image", False))
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.channels_last = channels_last
+
+    def _build_head(self, make: HeadFactory) -> nn.Module:
+        if getattr(getattr(make, "func", make), "reads_image", False):  # a partial of an image-reading head class
+            s = self.backbone.input_size
+            return make(in_channels=3, grid=(s, s))
+        return make(in_channels=self.backbone.num_features, grid=self.backbone.grid_size)
 
     @property
     def feature_names(self) -> list[str]:
@@ -50,6 +58,6 @@ class FaceNet(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         final, inter = self.backbone(x)
-        out = {name: head(final) for name, head in self.heads.items()}
+        out = {name: head(x if name in self.image_heads else final) for name, head in self.heads.items()}
         out.update(zip(self.feature_names, inter, strict=True))
         return out

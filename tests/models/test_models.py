@@ -82,3 +82,21 @@ def test_normalization_lives_in_the_network(make_cfg) -> None:
     assert net.mean.flatten().tolist() == [0.0, 0.0, 0.0] and net.std.flatten().tolist() == [1.0, 1.0, 1.0]
     teacher = instantiate(make_cfg("train", ["model=tiny"]).model, _convert_="all")
     assert teacher.mean.flatten().tolist() == [0.5, 0.5, 0.5]
+
+
+def test_texture_spoof_head_reads_the_pixels_not_the_backbone(make_cfg) -> None:
+    """model/heads=texture_spoof: liveness from its own CNN on the normalized image, every other head unchanged."""
+    cfg = make_cfg("train", ["model=tiny", "model/heads=texture_spoof"])
+    net = instantiate(cfg.model, _convert_="all").eval()
+    assert net.image_heads == {"spoof_logits"}
+    x = torch.rand(3, 3, 112, 112)
+    spoof_params = {id(p) for p in net.heads["spoof_logits"].parameters()}
+    out = net(x)
+    assert out["spoof_logits"].shape == (3, 2) and out["embedding"].shape == (3, 512)
+    out["spoof_logits"].sum().backward()  # the spoof loss reaches its own branch and nothing else
+    grads = [p for p in net.parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+    assert grads and all(id(p) in spoof_params for p in grads)
+    # it reads the image the network normalized: the same logits as the head applied by hand
+    with torch.no_grad():
+        by_hand = net.heads["spoof_logits"]((x - net.mean) / net.std)
+    assert torch.allclose(out["spoof_logits"], by_hand, atol=1e-6)
