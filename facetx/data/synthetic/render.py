@@ -290,10 +290,14 @@ def _light(img: np.ndarray, bg: np.ndarray, parts: dict[str, np.ndarray], scale:
     return cv2.multiply(img, shade3, dtype=cv2.CV_32F)
 
 
-def _spoof(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Print/replay artifacts, 1-3 of them, none of which moves pixels. ``img`` float32 [112, 112, 3] in 0-255."""
+def _spoof(img: np.ndarray, rng: np.random.Generator, chosen: set[int] | None = None) -> np.ndarray:
+    """Print/replay artifacts, 1-3 of them, none of which moves pixels. ``img`` float32 [112, 112, 3] in 0-255.
+
+    ``chosen``: force these artifacts (0 tone, 1 banding, 2 print edge, 3 moire, 4 glare, 5 blur) to measure a
+    liveness model per cue; the random choice is drawn either way, so the rest of the draws stay the same."""
     xx, yy = _grid()
-    chosen = set(rng.choice(6, size=int(rng.integers(1, 4)), replace=False).tolist())
+    drawn = set(rng.choice(6, size=int(rng.integers(1, 4)), replace=False).tolist())
+    chosen = drawn if chosen is None else chosen
     if 0 in chosen:  # reduced dynamic range (+ a tint of the medium)
         lo, hi = rng.uniform(35, 75), rng.uniform(150, 210)
         img = lo + img * ((hi - lo) / 255.0) * rng.uniform(0.93, 1.07, 3).astype(np.float32)
