@@ -130,7 +130,9 @@ class LastCheckpoint(Checkpoint):
                 f"non-finite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}) at step "
                 f"{trainer.global_step}: {self.path} was not overwritten; {last_good_checkpoint(trainer)}"
             )
-        trainer.save_checkpoint(self.path)
+        # the full state (optimizer, loops, callbacks) is what makes a resumed run exact; saying so also stops
+        # Lightning logging "`weights_only` was not set" at every save
+        trainer.save_checkpoint(self.path, weights_only=False)
         self.last_saved_step = trainer.global_step
 
     def _fitting(self, trainer: pl.Trainer) -> bool:
