@@ -134,6 +134,21 @@ def test_spoof_artifacts_do_not_move_the_face() -> None:
     assert 0.18 < rate < 0.32
 
 
+def test_spoof_cue_draws() -> None:
+    """The default pool draws exactly as ``rng.choice(6, ...)`` did (every default render stays the same); a narrower
+    pool (the video sprites leave out the print edge: their matte is the print's edge) draws only from it, 1-3 cues."""
+    for seed in range(50):
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        old = set(a.choice(6, size=int(a.integers(1, 4)), replace=False).tolist())
+        assert render.draw_spoof_cues(b) == old and a.random() == b.random()
+    sprite_pool = (0, 1, 3, 4, 5)
+    drawn = [render.draw_spoof_cues(np.random.default_rng(s), sprite_pool) for s in range(300)]
+    assert set().union(*drawn) == set(sprite_pool) and {len(d) for d in drawn} == {1, 2, 3}
+    assert all(render.draw_spoof_cues(np.random.default_rng(s), (3,)) == {3} for s in range(5))
+    with pytest.raises(ValueError, match="at least one"):
+        render.draw_spoof_cues(np.random.default_rng(0), ())
+
+
 def test_splits_have_different_identities() -> None:
     tr, va, te = (SyntheticFaces(s, 20, 2, seed=0, num_pairs=20, spoof_fraction=0.0) for s in ("train", "val", "test"))
     ids = {

@@ -280,3 +280,18 @@ def test_sprite_matte_is_exact_and_soft() -> None:
     assert inside[ij[:, 1], ij[:, 0]].all()  # brows, eyes, nose and mouth sit on the opaque face
     spoof = video.render_sprite(idn, np.random.default_rng(0), spoof=True)
     assert spoof.spoof and spoof.alpha[56, 56] == 1.0 and spoof.alpha[0, 0] < 0.2  # a print: opaque, soft edge
+
+
+def test_sprite_spoof_paints_no_print_edge(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A composited print's matte is its edge: the sprite draws its artifacts from the other five cues."""
+    from facetx.data.synthetic import render
+
+    pools, draw = [], render.draw_spoof_cues
+
+    def spy(rng: np.random.Generator, cues: tuple[int, ...] = render.SPOOF_CUES) -> set[int]:
+        pools.append(tuple(cues))
+        return draw(rng, cues)
+
+    monkeypatch.setattr(render, "draw_spoof_cues", spy)
+    video.render_sprite(video.heldout_identity(5), np.random.default_rng(0), spoof=True)
+    assert pools == [tuple(c for c in render.SPOOF_CUES if c != render.PRINT_EDGE)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -290,13 +291,30 @@ def _light(img: np.ndarray, bg: np.ndarray, parts: dict[str, np.ndarray], scale:
     return cv2.multiply(img, shade3, dtype=cv2.CV_32F)
 
 
-def _spoof(img: np.ndarray, rng: np.random.Generator, chosen: set[int] | None = None) -> np.ndarray:
-    """Print/replay artifacts, 1-3 of them, none of which moves pixels. ``img`` float32 [112, 112, 3] in 0-255.
+SPOOF_CUES = (0, 1, 2, 3, 4, 5)  # tone, banding, print edge, moire, glare, blur: the artifacts of _spoof
+PRINT_EDGE = 2
+
+
+def draw_spoof_cues(rng: np.random.Generator, cues: Sequence[int] = SPOOF_CUES) -> set[int]:
+    """1-3 distinct artifacts of ``cues`` (fewer when ``cues`` has fewer); with the default, ``rng.choice(6, ...)``."""
+    pool = np.asarray(cues, dtype=np.int64)
+    if pool.size == 0:
+        raise ValueError("draw_spoof_cues: cues must name at least one artifact")
+    k = int(rng.integers(1, min(4, pool.size + 1)))
+    return set(pool[rng.choice(pool.size, size=k, replace=False)].tolist())
+
+
+def _spoof(
+    img: np.ndarray, rng: np.random.Generator, chosen: set[int] | None = None, cues: Sequence[int] = SPOOF_CUES
+) -> np.ndarray:
+    """Print/replay artifacts, 1-3 of them drawn from ``cues``, none of which moves pixels. ``img`` float32
+    [112, 112, 3] in 0-255.
 
     ``chosen``: force these artifacts (0 tone, 1 banding, 2 print edge, 3 moire, 4 glare, 5 blur) to measure a
-    liveness model per cue; the random choice is drawn either way, so the rest of the draws stay the same."""
+    liveness model per cue; the random choice is drawn either way, so the rest of the draws stay the same. With the
+    default ``cues`` the draws are those of ``rng.choice(6, ...)``: every default render stays the same."""
     xx, yy = _grid()
-    drawn = set(rng.choice(6, size=int(rng.integers(1, 4)), replace=False).tolist())
+    drawn = draw_spoof_cues(rng, cues)
     chosen = drawn if chosen is None else chosen
     if 0 in chosen:  # reduced dynamic range (+ a tint of the medium)
         lo, hi = rng.uniform(35, 75), rng.uniform(150, 210)

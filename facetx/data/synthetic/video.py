@@ -25,13 +25,23 @@ from facetx.data.landmarks import IBUG68
 from facetx.data.synthetic.dataset import SyntheticFaces, noise_bank
 from facetx.data.synthetic.geometry import PX_PER_UNIT, head_geometry
 from facetx.data.synthetic.identity import Identity
-from facetx.data.synthetic.render import _draw_light, _gamma_lut, _light, _spoof, paint_face, paint_scene
+from facetx.data.synthetic.render import (
+    PRINT_EDGE,
+    SPOOF_CUES,
+    _draw_light,
+    _gamma_lut,
+    _light,
+    _spoof,
+    paint_face,
+    paint_scene,
+)
 
 _TAG_CLIP, _TAG_GALLERY, _TAG_PHOTO = 101, 102, 103
 _REF_W, _REF_H = 640.0, 360.0  # the script is written for this frame size and scaled to others
 _FEATHER = 10.0  # px of the crop over which a face's matte fades out at the crop border (no square edge, no cut neck)
 _NOISE_SIGMA = 3.0  # per-frame sensor noise (0-255 scale)
 _POOL = 50  # scripted identities are drawn among the first _POOL held-out identities
+_SPRITE_SPOOF_CUES = tuple(c for c in SPOOF_CUES if c != PRINT_EDGE)
 # Yaw/pitch limits (deg) of clip and gallery faces: at the generator's 30/15, BlazeFace full-range misses ~1 in 5
 # faces 110 px wide (turned heads, big open mouths); near-frontal it finds all (see the tests' measured recall).
 _CLIP_YAW, _CLIP_PITCH = 15.0, 8.0
@@ -137,7 +147,9 @@ def render_sprite(
     shape = (IMAGE_SIZE, IMAGE_SIZE, 3)
     if spoof:
         img = paint_scene(idn, lm, parts, teeth, ears_visible, rng, scale, bank)
-        straight = np.clip(_spoof(img, rng), 0, 255).astype(np.uint8)
+        # the print-edge artifact paints, inside a lone crop, the border of the print and the scene beyond it; here the
+        # print is composited into a real scene, so its matte is that border (not a painted strip inside it)
+        straight = np.clip(_spoof(img, rng, cues=_SPRITE_SPOOF_CUES), 0, 255).astype(np.uint8)
         alpha = _border_fade(3.0)  # a print or a screen: its edge is a genuine cue, softened as if out of focus
     else:
         light = _draw_light(rng)
