@@ -123,6 +123,7 @@ class TextureHead(nn.Module):
     does not fight recognition. ``widths``: channels of the stride-2 3x3 convs (4 of them: 112 -> 7); the logits read
     the global mean of the last map (statistics) and its ``reduce_channels`` x 7 x 7 flattened map (where: a print's
     edge lies along the crop border). 0.02 GFLOPs at 112x112 (the export table: window_vit_nano 0.169 -> 0.189).
+    ``lr_scale``: its learning rate as a multiple of the optimizer's.
     """
 
     reads_image: ClassVar[bool] = True
@@ -134,10 +135,17 @@ class TextureHead(nn.Module):
         num_classes: int,
         widths: Sequence[int] = (16, 32, 64, 64),
         reduce_channels: int = 8,
+        lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if not widths:
             raise ValueError("TextureHead widths must name at least one conv width")
+        if not lr_scale > 0:
+            raise ValueError(f"TextureHead lr_scale must be > 0, got {lr_scale}")
+        # read by facetx.training.module.apply_lr_scales: a branch of its own, trained from scratch by the spoof loss
+        # alone, learns at the backbone's rate far slower than the heads that share the backbone (the Adam step does
+        # not grow with the loss weight)
+        self.lr_scale = float(lr_scale)
         layers: list[nn.Module] = []
         c = in_channels
         for w in widths:

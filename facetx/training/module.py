@@ -29,15 +29,51 @@ def no_weight_decay_names(module: nn.Module) -> set[str]:
     return names
 
 
+def lr_scales(module: nn.Module) -> dict[str, float]:
+    """Full parameter names under submodules that set an ``lr_scale`` attribute other than 1 (the innermost wins)."""
+    scales: dict[str, float] = {}
+    for prefix, sub in module.named_modules():
+        scale = getattr(sub, "lr_scale", None)
+        if sub is not module and isinstance(scale, (int, float)) and not isinstance(scale, bool):
+            for name, _ in sub.named_parameters():
+                scales[f"{prefix}.{name}"] = float(scale)
+    return {k: v for k, v in scales.items() if v != 1.0}
+
+
+def apply_lr_scales(optimizer: torch.optim.Optimizer, module: nn.Module) -> None:
+    """Move the parameters of :func:`lr_scales` into groups of their own, ``lr`` times the scale (``lr_scale`` kept
+    in the group for the scheduler). Runs before the first step, so there is no optimizer state to move."""
+    scales = lr_scales(module)
+    if not scales:
+        return
+    scale_of = {id(p): scales[n] for n, p in module.named_parameters() if n in scales}
+    for group in list(optimizer.param_groups):
+        moved: dict[float, list[nn.Parameter]] = {}
+        kept = []
+        for p in group["params"]:
+            (moved.setdefault(scale_of[id(p)], []) if id(p) in scale_of else kept).append(p)
+        group["params"] = kept
+        for scale, params in moved.items():
+            extra = {k: v for k, v in group.items() if k not in ("params", "lr", "initial_lr")}
+            optimizer.add_param_group({**extra, "params": params, "lr": group["lr"] * scale, "lr_scale": scale})
+    optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
+
+
 def build_scheduler(
     factory: SchedulerFactory | None, optimizer: torch.optim.Optimizer, total_steps: int
 ) -> dict[str, Any] | None:
-    """Complete a scheduler partial with the run's length (``total_steps`` / ``T_max``) unless the config set it."""
+    """Complete a scheduler partial with the run's length (``total_steps`` / ``T_max``) unless the config set it.
+
+    A scalar ``max_lr`` (OneCycleLR) becomes one per group, times the group's ``lr_scale``; schedulers that start
+    from each group's own ``lr`` (cosine, none) honour the scale as they are."""
     if factory is None:
         return None
     params = inspect.signature(getattr(factory, "func", factory)).parameters
     given = getattr(factory, "keywords", {})
-    extra = {k: total_steps for k in ("total_steps", "T_max") if k in params and given.get(k) is None}
+    extra: dict[str, Any] = {k: total_steps for k in ("total_steps", "T_max") if k in params and given.get(k) is None}
+    max_lr = given.get("max_lr")
+    if isinstance(max_lr, (int, float)) and any("lr_scale" in g for g in optimizer.param_groups):
+        extra["max_lr"] = [float(max_lr) * g.get("lr_scale", 1.0) for g in optimizer.param_groups]
     return {"scheduler": factory(optimizer=optimizer, **extra), "interval": "step"}
 
 
@@ -46,8 +82,9 @@ def optimizer_config(
 ) -> dict[str, Any]:
     """Lightning's optimizer dict: ``optimizer(trainable)`` (timm's ``create_optimizer_v2`` takes the module, so it
     can skip decay on norms/biases and ``trainable.no_weight_decay()``) plus the per-step scheduler sized from the
-    trainer."""
+    trainer. Submodules with an ``lr_scale`` attribute (``TextureHead``) train at that multiple of the rate."""
     opt = optimizer(trainable)
+    apply_lr_scales(opt, trainable)
     config: dict[str, Any] = {"optimizer": opt}
     sched = build_scheduler(scheduler, opt, int(trainer.estimated_stepping_batches))
     if sched is not None:
