@@ -6,8 +6,8 @@ A track ends (within the frame it happens) when its crop leaves the frame (``min
 from landmarks no longer shows the track's face: the cosine similarity of its embedding to the mean embedding of the
 track's detector-framed crops falls below ``min_consistency``. The embedding is computed for every crop anyway, so
 this face/no-face signal is free, and it also catches a crop that slid onto another face when two faces cross. A
-track that ended inside the frame is kept ``reid_frames`` frames: a new detection nearby whose embedding matches it
-takes its id back (a face that was occluded keeps its id). Association of detections to tracks is greedy by IoU.
+track that ended inside the frame (or was dropped for another person's face hiding it) is kept ``reid_frames``
+frames: a new detection nearby whose embedding matches it takes its id back (a face that was occluded keeps its id). Association of detections to tracks is greedy by IoU.
 """
 
 from __future__ import annotations
@@ -303,10 +303,13 @@ class Tracker:
         by_id = {t.id: t for t in self.tracks}
         min_consistency = self.min_consistency if self.min_consistency is not None else threshold
         alive: list[tuple[Track, Roi]] = []
+        agreement: dict[int, float] = {}  # track id -> cosine of its anchor to this frame's embedding
         for k, roi in enumerate(rois):
             track = by_id[roi.track_id]
             inside = self._inside_fraction(roi.matrix, frame_shape)
             emb = out.embedding[k] if out.embedding is not None else None
+            if emb is not None and track.anchor is not None:
+                agreement[track.id] = float(track.anchor @ emb)
             if emb is not None and track.frames == 0 and track.reference is None:
                 self._reidentify(track, emb, min_consistency, frame_index)
             consistent = True
@@ -320,7 +323,7 @@ class Tracker:
                 continue
             self._observe(track, k, roi, out, frame_index, timestamp)
             alive.append((track, roi))
-        self._drop_duplicates(alive, frame_index)
+        self._drop_duplicates(alive, frame_index, agreement, min_consistency)
         return [(t, m) for t, m in alive if t in self.tracks]
 
     def _observe(self, track: Track, k: int, roi: Roi, out: HeadOutputs, frame_index: int, timestamp: float) -> None:
@@ -354,15 +357,29 @@ class Tracker:
         track.last_box = track.box(track.roi)
         track.frames += 1
 
-    def _drop_duplicates(self, alive: list[tuple[Track, Roi]], frame_index: int) -> None:
-        """Two tracks on one face (crops slid together): keep the older one."""
+    def _drop_duplicates(
+        self, alive: list[tuple[Track, Roi]], frame_index: int, agreement: dict[int, float], min_consistency: float
+    ) -> None:
+        """Two tracks on one face (crops slid together, or one face passing behind another): the track whose own
+        face this is (anchor nearest this frame's embedding) stays, the older one when that cannot be told. The other
+        ends; when the two are different people (their anchors, or the dropped one's anchor and this face, below
+        ``min_consistency``) its face is hidden, not gone, so it can take its id back (``reid_frames``); a duplicate of
+        the same face cannot."""
         boxes = [(t, t.box(t.roi)) for t, _ in alive]
         for i, (a, ba) in enumerate(boxes):
             for b, bb in boxes[i + 1 :]:
                 if a in self.tracks and b in self.tracks and iou(ba, bb[None])[0] > 0.5:
-                    young = a if a.born > b.born else b
-                    self.tracks.remove(young)
-                    self._end(young, frame_index, inside=False)
+                    sa, sb = agreement.get(a.id), agreement.get(b.id)
+                    if sa is not None and sb is not None and sa != sb:
+                        drop = a if sa < sb else b
+                    else:
+                        drop = a if a.born > b.born else b
+                    self.tracks.remove(drop)
+                    keep = b if drop is a else a
+                    both = drop.anchor is not None and keep.anchor is not None
+                    other_person = both and float(keep.anchor @ drop.anchor) < min_consistency
+                    hidden = other_person or agreement.get(drop.id, min_consistency) < min_consistency
+                    self._end(drop, frame_index, inside=bool(hidden))
 
     def reset(self) -> None:
         """End every track (a new source)."""

@@ -124,6 +124,28 @@ def test_occluded_face_takes_its_id_back_and_another_face_does_not():
     assert set(alive) == set(ids.values())
 
 
+def test_face_passing_behind_another_keeps_its_id_and_a_duplicate_ends_for_good():
+    tracker = Tracker(max_faces=2, reid_frames=30, one_euro=OneEuroSettings(enabled=False))
+    a, b = unit(0), unit(1)
+    front = face_points((150, 180), 1.0)
+    for i in range(3):
+        _, alive = step(tracker, i, {0: (front, a), 1: (face_points((450, 180), 1.0), b)})
+    ids = {k: alive[k].id for k in alive}
+    # b passes behind a: their crops overlap (IoU > 0.5) and one of the two tracks is dropped...
+    for i, x in enumerate((300, 200, 165, 165), start=3):
+        _, alive = step(tracker, i, {0: (front, a), 1: (face_points((x, 180), 1.0), b)})
+    assert ids[0] in alive
+    # ...but b is another person, hidden and not gone: when it comes out again it takes its own id back
+    for i, x in enumerate((230, 300, 380), start=7):
+        _, alive = step(tracker, i, {0: (front, a), 1: (face_points((x, 180), 1.0), b)})
+    assert set(alive) == set(ids.values())
+    # two tracks of one person on one face: the younger is a duplicate and cannot take an id back later
+    tracker = Tracker(max_faces=2, reid_frames=30, one_euro=OneEuroSettings(enabled=False))
+    step(tracker, 0, {0: (front, a)})
+    _, alive = step(tracker, 1, {0: (front, a), 1: (face_points((165, 180), 1.0), a)})
+    assert len(alive) == 1 and not tracker.ended
+
+
 def test_detection_mode_runs_the_detector_every_frame_and_ends_undetected_faces():
     tracker = Tracker(mode="detection", max_faces=4, one_euro=OneEuroSettings(enabled=False))
     faces = {0: (face_points((200, 180), 1.0), unit(0))}
