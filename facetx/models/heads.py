@@ -142,9 +142,8 @@ class TextureHead(nn.Module):
             raise ValueError("TextureHead widths must name at least one conv width")
         if not lr_scale > 0:
             raise ValueError(f"TextureHead lr_scale must be > 0, got {lr_scale}")
-        # read by facetx.training.module.apply_lr_scales: a branch of its own, trained from scratch by the spoof loss
-        # alone, learns at the backbone's rate far slower than the heads that share the backbone (the Adam step does
-        # not grow with the loss weight)
+        # read by facetx.training.module.apply_lr_scales: this branch is trained by the spoof loss alone, and under
+        # Adam its step does not grow with the loss weight, so its rate is the lever (texture_spoof.yaml: measured)
         self.lr_scale = float(lr_scale)
         layers: list[nn.Module] = []
         c = in_channels

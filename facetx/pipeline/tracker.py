@@ -7,7 +7,8 @@ from landmarks no longer shows the track's face: the cosine similarity of its em
 track's detector-framed crops falls below ``min_consistency``. The embedding is computed for every crop anyway, so
 this face/no-face signal is free, and it also catches a crop that slid onto another face when two faces cross. A
 track that ended inside the frame (or was dropped for another person's face hiding it) is kept ``reid_frames``
-frames: a new detection nearby whose embedding matches it takes its id back (a face that was occluded keeps its id). Association of detections to tracks is greedy by IoU.
+frames: a new detection nearby whose embedding matches it takes its id back (a face that was occluded keeps its id).
+Association of detections to tracks is greedy by IoU.
 """
 
 from __future__ import annotations
