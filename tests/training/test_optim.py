@@ -24,23 +24,25 @@ def test_lr_scale_groups_follow_every_schedule(make_cfg, scheduler: str) -> None
     texture = {id(p) for p in net.heads["spoof_logits"].parameters()}
     factory = None if scheduler == "none" else instantiate(cfg.scheduler, _convert_="all")
     sched = build_scheduler(factory, opt, total_steps=20)
+    members = [{id(p) for p in g["params"]} for g in opt.param_groups]
+    assert all(m <= texture or not m & texture for m in members)  # no group mixes the two rates
     for _ in range(12):
-        base = {g["lr"] for g in opt.param_groups if not texture & {id(p) for p in g["params"]}}
-        fast = {g["lr"] for g in opt.param_groups if texture >= {id(p) for p in g["params"]}}
+        base = {g["lr"] for g, m in zip(opt.param_groups, members, strict=True) if not m & texture}
+        fast = {g["lr"] for g, m in zip(opt.param_groups, members, strict=True) if m <= texture}
         assert len(base) == 1 and len(fast) == 1 and fast.pop() == pytest.approx(scale * base.pop())
         opt.step()
         if sched is not None:
             sched["scheduler"].step()
 
 
-def test_no_lr_scale_leaves_the_optimizer_as_timm_built_it(make_cfg) -> None:
-    cfg = make_cfg("train", ["model=tiny"])
+def test_lr_scale_1_leaves_the_optimizer_as_timm_built_it(make_cfg) -> None:
+    cfg = make_cfg("train", ["model=tiny", "model/heads=texture_spoof"])  # the config's lr_scale: 1.0
     net = instantiate(cfg.model, _convert_="all")
     opt = instantiate(cfg.optim, _convert_="all")(net)
     groups = [(g["lr"], g["weight_decay"], len(g["params"])) for g in opt.param_groups]
     apply_lr_scales(opt, net)
     assert [(g["lr"], g["weight_decay"], len(g["params"])) for g in opt.param_groups] == groups
-    assert all("lr_scale" not in g for g in opt.param_groups)
+    assert net.heads["spoof_logits"].lr_scale == 1.0 and all("lr_scale" not in g for g in opt.param_groups)
 
 
 def test_lr_scale_must_be_positive() -> None:
