@@ -123,7 +123,10 @@ class TextureHead(nn.Module):
     does not fight recognition. ``widths``: channels of the stride-2 3x3 convs (4 of them: 112 -> 7); the logits read
     the global mean of the last map (statistics) and its ``reduce_channels`` x 7 x 7 flattened map (where: a print's
     edge lies along the crop border). 0.02 GFLOPs at 112x112 (the export table: window_vit_nano 0.169 -> 0.189).
-    ``lr_scale``: its learning rate as a multiple of the optimizer's.
+    ``lr_scale``: its learning rate as a multiple of the optimizer's. ``spectral``: the logits also read the global
+    log-energy of the luminance in ``len(spectral_freqs) x spectral_orientations`` fixed oriented band-pass filters
+    (:func:`oriented_bandpass_bank`; ``spectral_freqs`` in cycles/px of the input), a local power spectrum: a
+    print's or a screen's moire is a narrow peak there, which the strided CNN learns late (see texture_spoof.yaml).
     """
 
     reads_image: ClassVar[bool] = True
@@ -136,6 +139,9 @@ class TextureHead(nn.Module):
         widths: Sequence[int] = (16, 32, 64, 64),
         reduce_channels: int = 8,
         lr_scale: float = 1.0,
+        spectral: bool = False,
+        spectral_freqs: Sequence[float] = (0.15, 0.25, 0.35, 0.45),
+        spectral_orientations: int = 8,
     ) -> None:
         super().__init__()
         if not widths:
@@ -155,8 +161,45 @@ class TextureHead(nn.Module):
         for _ in widths:  # each conv: ceil(n / 2) with padding 1
             h, w = math.ceil(h / 2), math.ceil(w / 2)
         self.reduce = nn.Conv2d(c, reduce_channels, 1)
-        self.fc = nn.Linear(c + reduce_channels * h * w, num_classes)
+        self.bank: torch.Tensor | None
+        if spectral:
+            self.register_buffer("bank", oriented_bandpass_bank(spectral_freqs, spectral_orientations))
+            bands = self.bank.shape[0] // 2
+            self.band_norm: nn.Module = nn.BatchNorm1d(bands)  # log-energies differ by orders of magnitude per band
+        else:
+            self.bank, self.band_norm, bands = None, nn.Identity(), 0
+        self.fc = nn.Linear(c + reduce_channels * h * w + bands, num_classes)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         f = self.body(image)  # [B, C, h, w]
-        return self.fc(torch.cat([f.mean((2, 3)), self.reduce(f).flatten(1)], 1))  # [B, C + r*h*w] -> [B, classes]
+        parts = [f.mean((2, 3)), self.reduce(f).flatten(1)]  # [B, C], [B, r*h*w]
+        if self.bank is not None:
+            luma = image.mean(1, keepdim=True)  # [B, 1, H, W]
+            k = self.bank.shape[-1]
+            # stride 2 is enough: cos^2 + sin^2 of a quadrature pair is smooth, the energy does not alias
+            r = nn.functional.conv2d(luma, self.bank, stride=2, padding=k // 2)  # [B, 2*bands, H/2, W/2]
+            energy = r.unflatten(1, (-1, 2)).pow(2).sum(2)  # [B, bands, H/2, W/2]
+            parts.append(self.band_norm(torch.log(energy + 1e-4).mean((2, 3))))  # [B, bands]
+        return self.fc(torch.cat(parts, 1))  # [B, classes]
+
+
+def oriented_bandpass_bank(freqs: Sequence[float], orientations: int, size: int = 7) -> torch.Tensor:
+    """Quadrature pairs of zero-mean, unit-norm Gabor filters: ``[2 * len(freqs) * orientations, 1, size, size]``,
+    for each frequency (cycles/px, in (0, 0.5)) and orientation (``pi * o / orientations``) a cos then a sin filter.
+    The Gaussian envelope's sigma is ``0.56 / f`` (about one octave of bandwidth)."""
+    if not freqs or orientations < 1:
+        raise ValueError(f"oriented_bandpass_bank: needs frequencies, orientations >= 1, got {freqs}, {orientations}")
+    if not all(0.0 < f < 0.5 for f in freqs):  # at 0.5 the sin filter of 0 deg is zero on the pixel grid
+        raise ValueError(f"oriented_bandpass_bank: frequencies must be in (0, 0.5) cycles/px, got {list(freqs)}")
+    r = torch.arange(size, dtype=torch.float32) - size // 2
+    yy, xx = torch.meshgrid(r, r, indexing="ij")
+    filters = []
+    for f in freqs:
+        envelope = torch.exp(-(xx**2 + yy**2) * (f / 0.56) ** 2 / 2)
+        for o in range(orientations):
+            a = math.pi * o / orientations
+            phase = 2 * math.pi * f * (xx * math.cos(a) + yy * math.sin(a))
+            for w in (torch.cos(phase) * envelope, torch.sin(phase) * envelope):
+                w = w - w.mean()  # no response to flat regions: brightness is the tone cue's business
+                filters.append(w / w.norm())
+    return torch.stack(filters)[:, None]

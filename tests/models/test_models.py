@@ -100,3 +100,45 @@ def test_texture_spoof_head_reads_the_pixels_not_the_backbone(make_cfg) -> None:
     with torch.no_grad():
         by_hand = net.heads["spoof_logits"]((x - net.mean) / net.std)
     assert torch.allclose(out["spoof_logits"], by_hand, atol=1e-6)
+
+
+def test_bandpass_bank_responds_to_its_own_grating_whatever_its_phase() -> None:
+    """The spectral branch's filters: zero mean and unit norm; a grating excites the pair of its frequency and
+    orientation most, with an energy (cos^2 + sin^2) that does not depend on where the grating's stripes fall."""
+    import math
+
+    from facetx.models.heads import oriented_bandpass_bank
+
+    freqs, orientations = (0.15, 0.25, 0.35, 0.45), 8
+    bank = oriented_bandpass_bank(freqs, orientations)
+    assert bank.shape == (2 * 4 * 8, 1, 7, 7)
+    assert torch.allclose(bank.sum((1, 2, 3)), torch.zeros(64), atol=1e-5)
+    assert torch.allclose(bank.flatten(1).norm(dim=1), torch.ones(64), atol=1e-5)
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    for fi, oi in [(1, 2), (3, 5), (0, 0)]:
+        f, a = freqs[fi], math.pi * oi / orientations
+        energies = []
+        for shift in (0.0, 1.3, 2.9):
+            grating = torch.cos(2 * math.pi * f * (xx * math.cos(a) + yy * math.sin(a)) + shift)[None, None]
+            r = torch.nn.functional.conv2d(grating, bank)  # [1, 64, 26, 26]
+            energies.append(r.unflatten(1, (-1, 2)).pow(2).sum(2).mean((2, 3))[0])  # [32]
+        assert all(int(e.argmax()) == fi * orientations + oi for e in energies)
+        best = torch.stack([e[fi * orientations + oi] for e in energies])
+        assert float(best.max() / best.min()) < 1.05, best
+
+
+def test_texture_head_spectral_branch_reads_the_bank() -> None:
+    from facetx.models import TextureHead
+
+    head = TextureHead(3, (112, 112), 2, spectral=True).eval()
+    plain = TextureHead(3, (112, 112), 2)
+    assert head.fc.in_features == plain.fc.in_features + 32  # 4 frequencies x 8 orientations
+    assert "bank" in dict(head.named_buffers()) and all(p is not head.bank for p in head.parameters())
+    x = torch.rand(2, 3, 112, 112) * 2 - 1
+    with torch.no_grad():
+        before = head(x)
+        assert before.shape == (2, 2)
+        head.bank.mul_(2.0)  # 4x the energy: log-energies move by log 4, so the logits must move
+        assert not torch.allclose(head(x), before, atol=1e-4)
+    with pytest.raises(ValueError, match="cycles/px"):
+        TextureHead(3, (112, 112), 2, spectral=True, spectral_freqs=(0.6,))
