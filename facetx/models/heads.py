@@ -127,6 +127,7 @@ class TextureHead(nn.Module):
     log-energy of the luminance in ``len(spectral_freqs) x spectral_orientations`` fixed oriented band-pass filters
     (:func:`oriented_bandpass_bank`; ``spectral_freqs`` in cycles/px of the input), a local power spectrum: a
     print's or a screen's moire is a narrow peak there, which the strided CNN learns late (see texture_spoof.yaml).
+    +0.02 GFLOPs (the export table: window_vit_nano 0.189 -> 0.209).
     """
 
     reads_image: ClassVar[bool] = True
