@@ -7,10 +7,10 @@ student keeps its output shapes and distillation feature maps. The new sizes (:f
 run config (export.py, :func:`~facetx.training.checkpoint.load_face_net`): weights-only checkpoints, no pickled modules.
 
 The selection is torch-pruning's (``tp.pruner.MetaPruner`` with ``GroupMagnitudeImportance(p=2)``): its dependency
-graph traces our :class:`~facetx.models.vit.WindowAttention` (window partition, shift, qkv reshape/unbind) and couples
-each head's q, k and v rows with its ``proj`` columns. Per block (local ranking, every block pruned alike):
-``ceil(head_ratio * heads)`` heads go (torch-pruning's rule; at least one must stay) and ``fc1`` keeps
-``int(hidden * (1 - ratio))`` channels.
+graph traces our :class:`~facetx.models.vit.WindowAttention` (token gather, qkv reshape/unbind; the shifted windows'
+bias stays off while it traces, see ``channel_trace``) and couples each head's q, k and v rows with its ``proj``
+columns. Per block (local ranking, every block pruned alike): ``ceil(head_ratio * heads)`` heads go (torch-pruning's
+rule; at least one must stay) and ``fc1`` keeps ``int(hidden * (1 - ratio))`` channels.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import nn
 
 from facetx.errors import ConfigError
 from facetx.models.facenet import FaceNet
-from facetx.models.vit import FaceViT
+from facetx.models.vit import FaceViT, WindowAttention
 
 __all__ = ["block_sizes", "check_ratio", "check_same_outputs", "face_vit_of", "prune_face_net", "prune_vit"]
 
@@ -74,8 +74,6 @@ def prune_vit(vit: FaceViT, ratio: float, head_ratio: float | None = None) -> di
     Returns the new :func:`block_sizes`. Ratio 0 for both leaves the network untouched (torch-pruning is not run).
     The training mode is kept; the tracing forward pass runs in eval mode on one ``[1, 3, H, W]`` zero image.
     """
-    import torch_pruning as tp  # an optional extra (pip install facetx[prune]): only pruning runs need it
-
     ratio = check_ratio(ratio, "prune.ratio")
     head_ratio = ratio if head_ratio is None else check_ratio(head_ratio, "prune.head_ratio")
     _check_sizes(vit, ratio, head_ratio)
@@ -88,9 +86,41 @@ def prune_vit(vit: FaceViT, ratio: float, head_ratio: float | None = None) -> di
     # token parameters outside any module: their channel dim is the residual width (never pruned; said to silence
     # torch-pruning's "last non-singleton dimension" guess)
     unwrapped = [(p, p.ndim - 1) for n, p in vit.named_parameters() if n in ("pos_embed", "cls_token", "reg_token")]
-    h, w = vit.patch_embed.img_size
     was_training = vit.training
     vit.eval()
+    traced = [b.attn for b in blocks if isinstance(b.attn, WindowAttention)]
+    for attn in traced:
+        attn.channel_trace = True  # the shifted windows' bias hides the head dim from torch-pruning (see there)
+    try:
+        num_heads = _run_pruner(vit, blocks, ratio, head_ratio, ignored, unwrapped)
+    finally:
+        for attn in traced:
+            attn.channel_trace = False
+        vit.train(was_training)
+    for b in blocks:
+        attn = b.attn
+        # torch-pruning resizes the Linear layers; Attention.forward reads these attributes to reshape q, k, v
+        attn.num_heads = num_heads[attn.qkv]
+        attn.attn_dim = attn.num_heads * attn.head_dim
+        if attn.qkv.out_features != 3 * attn.attn_dim or attn.proj.in_features != attn.attn_dim:
+            raise RuntimeError(f"torch-pruning left qkv/proj at {attn.qkv} / {attn.proj} for {attn.num_heads} heads")
+        if attn.qkv.in_features != embed_dim or b.mlp.fc2.out_features != embed_dim:
+            raise RuntimeError(f"torch-pruning changed the residual width {embed_dim} inside {b}")
+    return block_sizes(vit)
+
+
+def _run_pruner(
+    vit: FaceViT,
+    blocks: list[nn.Module],
+    ratio: float,
+    head_ratio: float,
+    ignored: list[nn.Module],
+    unwrapped: list[tuple[nn.Parameter, int]],
+) -> dict[nn.Module, int]:
+    """One torch-pruning step on ``vit`` (in eval mode); returns its new head count per ``qkv`` layer."""
+    import torch_pruning as tp  # an optional extra (pip install facetx[prune]): only pruning runs need it
+
+    h, w = vit.patch_embed.img_size
     with torch.enable_grad():  # the dependency graph is traced through autograd
         pruner = tp.pruner.MetaPruner(
             vit,
@@ -109,17 +139,7 @@ def prune_vit(vit: FaceViT, ratio: float, head_ratio: float | None = None) -> di
             global_pruning=False,  # every block loses the same share: a predictable, uniform architecture
         )
         pruner.step()
-    vit.train(was_training)
-    for b in blocks:
-        attn = b.attn
-        # torch-pruning resizes the Linear layers; Attention.forward reads these attributes to reshape q, k, v
-        attn.num_heads = pruner.num_heads[attn.qkv]
-        attn.attn_dim = attn.num_heads * attn.head_dim
-        if attn.qkv.out_features != 3 * attn.attn_dim or attn.proj.in_features != attn.attn_dim:
-            raise RuntimeError(f"torch-pruning left qkv/proj at {attn.qkv} / {attn.proj} for {attn.num_heads} heads")
-        if attn.qkv.in_features != embed_dim or b.mlp.fc2.out_features != embed_dim:
-            raise RuntimeError(f"torch-pruning changed the residual width {embed_dim} inside {b}")
-    return block_sizes(vit)
+    return pruner.num_heads
 
 
 def prune_face_net(

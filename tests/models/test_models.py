@@ -6,8 +6,9 @@ import pytest
 import timm
 import torch
 from hydra.utils import instantiate
+from timm.layers.attention import Attention
 
-from facetx.models.vit import FaceViT
+from facetx.models.vit import FaceViT, WindowAttention
 
 MODELS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "conf" / "model").glob("*.yaml"))
 
@@ -66,6 +67,38 @@ def test_window_attention_is_local_and_equals_global_with_one_window() -> None:
     x2[:, :, :14, :14] += 1.0  # change the top-left patch only
     d = (local.forward_features(x) - local.forward_features(x2)).abs().sum(-1)[0].view(8, 8)
     assert (d[:4, :4] > 0).all() and (d[4:, :] == 0).all() and (d[:, 4:] == 0).all()
+
+
+def _roll_partition_attention(attn: WindowAttention, x: torch.Tensor) -> torch.Tensor:
+    """Swin's formulation, what WindowAttention computed before its gather rewrite: roll, partition into windows,
+    timm's attention with the mask repeated per image, reverse the partition, roll back."""
+    b, n, c = x.shape
+    g, w, s = attn.grid, attn.window, attn.shift
+    x = x.view(b, g, g, c)
+    if s:
+        x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
+    x = x.view(b, g // w, w, g // w, w, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, w * w, c)  # [B*nW, w*w, C]
+    mask = attn._mask()
+    x = Attention.forward(attn, x, attn_mask=None if mask is None else mask.repeat(b, 1, 1, 1))
+    x = x.view(b, g // w, g // w, w, w, c).permute(0, 1, 3, 2, 4, 5).reshape(b, g, g, c)
+    if s:
+        x = torch.roll(x, shifts=(s, s), dims=(1, 2))
+    return x.reshape(b, n, c)
+
+
+@pytest.mark.parametrize("pruned", [False, True], ids=["nano", "nano-pruned"])
+def test_window_attention_gather_equals_roll_and_partition(pruned: bool) -> None:
+    kwargs = {"pruned": {"heads": [1] * 6, "mlp_hidden": [64] * 6}} if pruned else {}
+    torch.manual_seed(0)
+    vit = timm.create_model("facevit_window_nano_p14_112", **kwargs).eval()
+    assert [blk.attn.shift for blk in vit.blocks] == [0, 2, 0, 2, 0, 2]
+    x = torch.randn(3, 64, 128)
+    for blk in vit.blocks:
+        with torch.no_grad():
+            ours, ref = blk.attn(x), _roll_partition_attention(blk.attn, x)
+        assert torch.allclose(ours, ref, atol=1e-5), f"shift {blk.attn.shift}: {(ours - ref).abs().max():.2e}"
+    # the permutation buffers are derived, not weights: checkpoints keep their keys
+    assert not any("_order" in k or "_inverse" in k or "_bias" in k for k in vit.state_dict())
 
 
 def test_registered_with_timm_and_typos_fail() -> None:
