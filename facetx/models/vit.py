@@ -35,10 +35,11 @@ class WindowAttention(Attention):
     The cyclic shift and the window partition are one token permutation, applied as one gather (``_order``) before
     qkv and undone by another (``_inverse``) after proj (both act per token, so they commute with it), and the
     shifted windows' mask is a constant additive bias broadcast over the batch. Exported window_vit_nano (6 blocks):
-    12 Gathers, no Slice or Concat and 20 Transposes where ``torch.roll`` + partition gave 3, 24, 15 and 32. Those
-    data moves were about a fifth of its ONNX Runtime time at batch 32 (2-core Xeon), FP32 and INT8 alike (only the
-    GEMMs get faster in INT8); without them FP32 ran 1.05-1.12x and dynamic INT8 1.08-1.13x faster, with outputs
-    bit-identical in ONNX Runtime (within 1e-6 in PyTorch, whose float order differs).
+    12 Gathers, no Slice or Concat and 20 Transposes where ``torch.roll`` + partition gave 3, 24, 15 and 32. In the
+    old graph, Transposes, Splits and Concats took 23 % of the profiled ONNX Runtime time at batch 32 (2-core Xeon),
+    FP32 and INT8 alike (only the GEMMs get faster in INT8); without the roll's share, FP32 ran 1.05-1.12x and
+    dynamic INT8 1.09-1.14x faster, with outputs bit-identical in ONNX Runtime (within 1e-6 in PyTorch, whose float
+    order differs).
     """
 
     def __init__(self, dim: int, num_heads: int = 8, **kwargs) -> None:
